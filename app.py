@@ -1,0 +1,31 @@
+"""The Chalice app: blueprints, schedules and SQS consumers. Wiring only; the logic lives in chalicelib/."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chalice import Chalice
+
+from chalicelib.api.health import bp as health_bp
+from chalicelib.errors import normalize_response, to_response
+from chalicelib.jobs.consumer import register_consumers
+from chalicelib.observability import logger
+
+app = Chalice(app_name="projectionist")
+app.register_blueprint(health_bp)
+
+
+@app.middleware("http")
+def errors_as_json(event: Any, get_response: Any) -> Any:
+    """The one place where an exception becomes an HTTP response: JSON body, never a stack trace."""
+    try:
+        return normalize_response(get_response(event))
+    except Exception as exc:
+        response = to_response(exc)
+        if response.status_code >= 500:
+            logger.exception("request failed", extra={"path": getattr(event, "path", None)})
+        return response
+
+
+# One consumer per Lambda-consumed queue, from the queue specs: consume_catalog, consume_sources, ...
+register_consumers(app, namespace=globals())

@@ -1,0 +1,84 @@
+"""The SQS consumer every Lambda-consumed queue runs.
+
+Records are processed one by one with powertools' batch utility, which returns `batchItemFailures`, so
+one bad record never fails or replays its batch: only the failed records come back after the visibility
+timeout, and SQS moves a record to the queue's DLQ after maxReceiveCount receives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    SqsFifoPartialProcessor,
+    process_partial_response,
+)
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+from chalicelib.errors import InvalidEnvelopeError
+from chalicelib.jobs.envelope import Envelope
+from chalicelib.jobs.queues import QueueSpec, lambda_queues
+from chalicelib.jobs.registry import JobContext, Registry, registry
+from chalicelib.observability import logger
+
+
+def register_consumers(
+    app: Any, specs: Iterable[QueueSpec] | None = None, namespace: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Register one `@app.on_sqs_message` consumer per queue spec on a Chalice app.
+
+    Chalice names a Lambda handler `app.<function name>`, so each consumer gets its own name and, when a
+    `namespace` (the app module's globals) is given, its own module attribute.
+    """
+    registered = {}
+    for spec in lambda_queues() if specs is None else specs:
+
+        def handler(event: Any, _spec: QueueSpec = spec) -> dict[str, Any]:
+            return consume(event.to_dict(), app.lambda_context, _spec)
+
+        handler.__name__ = handler.__qualname__ = spec.consumer_name
+        registered[spec.consumer_name] = app.on_sqs_message(
+            queue=spec.queue_name(),
+            batch_size=spec.batch_size,
+            name=spec.consumer_name,
+            maximum_batching_window_in_seconds=spec.max_batching_window,
+            maximum_concurrency=spec.max_concurrency,
+        )(handler)
+    if namespace is not None:
+        namespace.update(registered)
+    return registered
+
+
+def consume(event: dict[str, Any], context: Any, spec: QueueSpec, jobs: Registry = registry) -> dict[str, Any]:
+    """Handle one SQS event; return `{"batchItemFailures": [...]}` naming the records to redeliver."""
+
+    def handle(record: SQSRecord) -> Any:
+        return handle_record(record, context, jobs)
+
+    # A FIFO queue must stop at the first failure so later messages of the group keep their order.
+    processor: BatchProcessor = (
+        SqsFifoPartialProcessor()
+        if spec.fifo
+        else BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+    )
+    return process_partial_response(event=event, record_handler=handle, processor=processor, context=context)
+
+
+def handle_record(record: SQSRecord, context: Any, jobs: Registry = registry) -> Any:
+    receive_count = record.attributes.approximate_receive_count
+    try:
+        envelope = Envelope.parse(record.body)
+        definition = jobs.get(envelope.name)
+    except InvalidEnvelopeError as exc:
+        # Reported failed: after maxReceiveCount receives SQS moves it to the DLQ, where it can be read.
+        logger.error(
+            "rejected SQS record: %s",
+            exc.message,
+            extra={"message_id": record.message_id, "receive_count": receive_count, "error_code": exc.code},
+        )
+        raise
+    with logger.append_context_keys(job_id=envelope.id, job_name=envelope.name, correlation_id=envelope.correlation_id):
+        return definition.handler(JobContext(envelope=envelope, lambda_context=context), **envelope.args)

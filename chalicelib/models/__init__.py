@@ -1,0 +1,11 @@
+"""PynamoDB models, one module per aggregate. `all_models()` is the list infra code provisions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def all_models() -> list[Any]:
+    from chalicelib.models.jobs import JobItem
+
+    return [JobItem]

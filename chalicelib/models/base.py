@@ -1,0 +1,55 @@
+"""What every PynamoDB model shares: table names, region and endpoint come from the settings, lazily.
+
+A model declares `class Meta(TableMeta): logical_name = "jobs"`; the physical table name
+(`projectionist-dev-jobs`), region and endpoint are looked up in the settings when PynamoDB asks for them,
+so one set of models serves every stage and every endpoint (AWS, the local emulator, LocalStack).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chalicelib.settings import get_settings
+
+
+class _SettingsBacked(type):
+    @property
+    def table_name(cls) -> str:
+        return get_settings().resource_name(cls.logical_name)  # type: ignore[attr-defined]
+
+    @property
+    def region(cls) -> str:
+        return get_settings().aws_region
+
+    @property
+    def host(cls) -> str | None:
+        return get_settings().endpoint_url("dynamodb")
+
+    @property
+    def connect_timeout_seconds(cls) -> float:
+        return get_settings().aws_connect_timeout
+
+    @property
+    def read_timeout_seconds(cls) -> float:
+        return get_settings().aws_read_timeout
+
+
+class TableMeta(metaclass=_SettingsBacked):
+    logical_name: str = ""
+    billing_mode = "PAY_PER_REQUEST"
+    max_retry_attempts = 3
+
+
+def table_schema(model: Any) -> dict[str, Any]:
+    """The table's keys, GSIs and TTL attribute, as infra code needs them (CDK, provisioning, tests)."""
+    from pynamodb.attributes import TTLAttribute
+
+    schema = model._get_schema()
+    ttl = [attr.attr_name for attr in model.get_attributes().values() if isinstance(attr, TTLAttribute)]
+    return {
+        "logical_name": model.Meta.logical_name,
+        "key_schema": schema["key_schema"],
+        "attribute_definitions": schema["attribute_definitions"],
+        "global_secondary_indexes": schema["global_secondary_indexes"],
+        "ttl_attribute": ttl[0] if ttl else None,
+    }

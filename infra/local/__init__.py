@@ -1,0 +1,1 @@
+"""The local runtime (`make run`): the same app, tables, queues and schedules on one machine."""

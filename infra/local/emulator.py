@@ -1,0 +1,171 @@
+"""The embedded AWS emulator: moto's server on 127.0.0.1, with its state kept on disk.
+
+moto keeps everything in memory. Its maintainers' suggestion for persistence is to snapshot the backends,
+so this module pickles the DynamoDB, SQS and S3 backends to `<data dir>/emulator.pickle` every few seconds
+and on shutdown, and restores them before serving. A readers-writer lock around the WSGI app makes each
+snapshot consistent: requests share the lock, a snapshot takes it alone, between requests.
+"""
+
+from __future__ import annotations
+
+import copyreg
+import logging
+import os
+import pickle
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from moto.backends import get_backend
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from werkzeug.serving import BaseWSGIServer, make_server
+
+log = logging.getLogger("projectionist.local.emulator")
+
+PERSISTED_SERVICES = ("dynamodb", "sqs", "s3")
+SNAPSHOT_FILE = "emulator.pickle"
+
+# SQS backends hold locks, which pickle cannot serialise by default: a fresh lock is the right restore.
+_LOCK_TYPE = type(threading.Lock())
+_RLOCK_TYPE = type(threading.RLock())
+copyreg.pickle(_LOCK_TYPE, lambda _lock: (threading.Lock, ()))
+copyreg.pickle(_RLOCK_TYPE, lambda _lock: (threading.RLock, ()))
+
+
+class ReadersWriterLock:
+    """Many readers or one writer; a waiting writer holds new readers back so snapshots are not starved."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+        self._writers_waiting = 0
+
+    def acquire_read(self) -> None:
+        with self._cond:
+            while self._writer or self._writers_waiting:
+                self._cond.wait()
+            self._readers += 1
+
+    def release_read(self) -> None:
+        with self._cond:
+            self._readers -= 1
+            if not self._readers:
+                self._cond.notify_all()
+
+    def acquire_write(self) -> None:
+        with self._cond:
+            self._writers_waiting += 1
+            while self._writer or self._readers:
+                self._cond.wait()
+            self._writers_waiting -= 1
+            self._writer = True
+
+    def release_write(self) -> None:
+        with self._cond:
+            self._writer = False
+            self._cond.notify_all()
+
+
+class _QuietHandler(MotoRequestHandler):
+    def log_request(self, code: Any = "-", size: Any = "-") -> None:  # one line per AWS call is noise
+        pass
+
+
+class Emulator:
+    def __init__(self, data_dir: Path | None, host: str = "127.0.0.1", port: int = 8001, snapshot_every: float = 5.0):
+        self.data_dir = data_dir
+        self.host = host
+        self.port = port
+        self.snapshot_every = snapshot_every
+        self._lock = ReadersWriterLock()
+        self._server: BaseWSGIServer | None = None
+        self._threads: list[threading.Thread] = []
+        self._stopping = threading.Event()
+        self._dirty = False
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def snapshot_path(self) -> Path | None:
+        return self.data_dir / SNAPSHOT_FILE if self.data_dir else None
+
+    def _app(self) -> Any:
+        inner = DomainDispatcherApplication(create_backend_app)
+
+        def app(environ: dict[str, Any], start_response: Any) -> Any:
+            self._lock.acquire_read()
+            try:
+                # Materialise the body inside the lock so the request is complete before a snapshot runs.
+                result = list(inner(environ, start_response))
+                if environ.get("REQUEST_METHOD") != "GET":
+                    self._dirty = True
+                return result
+            finally:
+                self._lock.release_read()
+
+        return app
+
+    def start(self) -> None:
+        self.restore()
+        self._server = make_server(self.host, self.port, self._app(), threaded=True, request_handler=_QuietHandler)
+        self.port = self._server.server_address[1]
+        serve = threading.Thread(target=self._server.serve_forever, name="emulator", daemon=True)
+        serve.start()
+        self._threads.append(serve)
+        if self.data_dir and self.snapshot_every > 0:
+            saver = threading.Thread(target=self._snapshot_loop, name="emulator-snapshots", daemon=True)
+            saver.start()
+            self._threads.append(saver)
+
+    def _snapshot_loop(self) -> None:
+        while not self._stopping.wait(self.snapshot_every):
+            if self._dirty:
+                try:
+                    self.snapshot()
+                except Exception:
+                    log.exception("emulator snapshot failed; will retry")
+
+    def snapshot(self) -> None:
+        """Write every persisted backend to disk, atomically (write a temp file, fsync, rename)."""
+        path = self.snapshot_path
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock.acquire_write()
+        try:
+            self._dirty = False
+            state = {service: dict(get_backend(service)) for service in PERSISTED_SERVICES}  # type: ignore[call-overload]
+            data = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+        finally:
+            self._lock.release_write()
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+
+    def restore(self) -> bool:
+        path = self.snapshot_path
+        if path is None or not path.exists():
+            return False
+        started = time.monotonic()
+        with open(path, "rb") as fh:
+            state = pickle.load(fh)
+        for service, accounts in state.items():
+            backend = get_backend(service)  # type: ignore[call-overload]
+            backend.clear()
+            backend.update(accounts)
+        log.info("restored emulator state from %s in %.2fs", path, time.monotonic() - started)
+        return True
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        self.snapshot()

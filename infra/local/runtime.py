@@ -1,0 +1,184 @@
+"""The local runtime: emulator, provisioning, HTTP API, schedule ticker and queue pollers in one process.
+
+    python -m infra.local            # what `make run` starts
+
+Nothing in chalicelib/ knows it runs here: the runtime only sets the endpoint in the environment, imports
+the same `app.py` Lambda imports, and invokes the same handlers with the same events.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from chalicelib import aws
+from chalicelib.jobs.poller import QueuePoller
+from chalicelib.jobs.queues import QUEUES, QueueSpec
+from chalicelib.settings import get_settings, reset_settings
+from infra.local.emulator import Emulator
+from infra.local.provision import provision
+from infra.local.schedules import Ticker, schedules_from_app
+
+log = logging.getLogger("projectionist.local")
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class RuntimeOptions:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    emulator_port: int = 8001
+    data_dir: Path | None = ROOT / ".data"
+    stage: str = "dev"
+    # An external AWS endpoint (LocalStack) for SQS and S3; DynamoDB stays on the embedded emulator,
+    # because LocalStack without Docker does not serve it.
+    external_endpoint: str | None = None
+    serve_api: bool = True
+    run_pollers: bool = True
+    run_ticker: bool = True
+    queues: tuple[QueueSpec, ...] = QUEUES
+    snapshot_every: float = 5.0
+    # Extra handlers by queue name, for queues no Chalice consumer reads (e.g. the streamer's).
+    extra_handlers: dict[str, Any] = field(default_factory=dict)
+    # The Chalice app to run; by default the project's app.py, imported after the environment is set.
+    app: Any = None
+
+
+def chalice_stage_environment(stage: str) -> dict[str, str]:
+    """The environment variables .chalice/config.json gives the stage, as Lambda would see them."""
+    config = json.loads((ROOT / ".chalice" / "config.json").read_text())
+    env = dict(config.get("environment_variables", {}))
+    env.update(config.get("stages", {}).get(stage, {}).get("environment_variables", {}))
+    return env
+
+
+class LocalRuntime:
+    def __init__(self, options: RuntimeOptions) -> None:
+        self.options = options
+        self.emulator: Emulator | None = None
+        self.pollers: list[QueuePoller] = []
+        self.ticker: Ticker | None = None
+        self.app: Any = None
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._server: Any = None
+        self._schedule_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="schedule")
+
+    # -- start -------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        opts = self.options
+        self.emulator = Emulator(opts.data_dir, port=opts.emulator_port, snapshot_every=opts.snapshot_every)
+        self.emulator.start()
+        self._configure_environment()
+        settings = get_settings()
+        provision(settings, dynamodb=aws.dynamodb(), sqs=aws.sqs(), s3=aws.s3(), queues=opts.queues)
+        self.app = opts.app if opts.app is not None else self._load_app()
+        if opts.run_pollers:
+            self._start_pollers()
+        if opts.run_ticker:
+            schedules = schedules_from_app(self.app)
+            self.ticker = Ticker(schedules, submit=self._schedule_pool.submit, region=settings.aws_region)
+            self._spawn("ticker", self.ticker.run, self._stop)
+        if opts.serve_api:
+            self._start_api()
+
+    def _configure_environment(self) -> None:
+        assert self.emulator is not None
+        for key, value in chalice_stage_environment(self.options.stage).items():
+            os.environ.setdefault(key, value)
+        os.environ["STAGE"] = self.options.stage
+        os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
+        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
+        os.environ.setdefault("AWS_REGION", "us-east-1")
+        os.environ.setdefault("AWS_DEFAULT_REGION", os.environ["AWS_REGION"])
+        if self.options.external_endpoint:
+            os.environ["AWS_ENDPOINT_URL"] = self.options.external_endpoint
+            os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = self.emulator.url
+        else:
+            os.environ["AWS_ENDPOINT_URL"] = self.emulator.url
+            os.environ.pop("AWS_ENDPOINT_URL_DYNAMODB", None)
+        reset_settings()
+        aws.reset()
+
+    def _load_app(self) -> Any:
+        if str(ROOT) not in sys.path:
+            sys.path.insert(0, str(ROOT))
+        module = importlib.import_module("app")
+        return module.app
+
+    def _start_pollers(self) -> None:
+        handlers = {
+            source.queue: self.app.handler_map[source.name]
+            for source in self.app.event_sources
+            if getattr(source, "queue", None)
+        }
+        settings = get_settings()
+        for spec in self.options.queues:
+            handler = handlers.get(spec.queue_name(settings)) or self.options.extra_handlers.get(spec.name)
+            if handler is None:
+                continue  # e.g. the torrent queue: consumed by the streamer, not by a Lambda
+            url = aws.queue_url(spec.queue_name(settings))
+            poller = QueuePoller(spec, handler, sqs=aws.sqs(), queue_url=url, region=settings.aws_region)
+            poller.start()
+            self.pollers.append(poller)
+
+    def _start_api(self) -> None:
+        from chalice.cli.factory import CLIFactory
+        from chalice.local import create_local_server
+
+        factory = CLIFactory(str(ROOT), environ=os.environ)
+        config = factory.create_config_obj(chalice_stage_name=self.options.stage)
+        self._server = create_local_server(self.app, config, self.options.host, self.options.port)
+        self._spawn("api", self._server.server.serve_forever)
+
+    def _spawn(self, name: str, target: Any, *args: Any) -> None:
+        thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    # -- run and stop ------------------------------------------------------------------------------------
+    def banner(self) -> str:
+        opts = self.options
+        settings = get_settings()
+        assert self.emulator is not None
+        lines = [
+            "Projectionist local runtime",
+            f"  API           http://{opts.host}:{opts.port}  (try /health)",
+            f"  AWS emulator  {self.emulator.url}  (DynamoDB, SQS, S3; moto)",
+            f"  AWS endpoint  {settings.aws_endpoint_url}" if opts.external_endpoint else "",
+            f"  data          {opts.data_dir or '(in memory only)'}",
+            f"  stage         {settings.stage}   scheduler {'on' if settings.enable_scheduler else 'off'}",
+            f"  queues        {', '.join(p.spec.name for p in self.pollers) or '(none polled)'}",
+            f"  schedules     {len(self.ticker.schedules) if self.ticker else 0}",
+            "Ctrl-C stops it (handlers in flight finish first; Ctrl-C twice stops at once).",
+        ]
+        return "\n".join(line for line in lines if line)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def wait(self) -> None:
+        while not self._stop.wait(0.5):
+            pass
+
+    def stop(self) -> None:
+        self._stop.set()
+        for poller in self.pollers:  # all stop receiving at once, then each lets its handlers finish
+            poller.request_stop()
+        for poller in self.pollers:
+            poller.stop(wait=True)
+        self._schedule_pool.shutdown(wait=True)
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server.server_close()
+        if self.emulator is not None:
+            self.emulator.stop()
