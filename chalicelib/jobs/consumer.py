@@ -37,7 +37,7 @@ def register_consumers(
     for spec in lambda_queues() if specs is None else specs:
 
         def handler(event: Any, _spec: QueueSpec = spec) -> dict[str, Any]:
-            return consume(event.to_dict(), app.lambda_context, _spec)
+            return consume(event.to_dict(), event.context, _spec)
 
         handler.__name__ = handler.__qualname__ = spec.consumer_name
         registered[spec.consumer_name] = app.on_sqs_message(

@@ -110,6 +110,8 @@ class Emulator:
         return app
 
     def start(self) -> None:
+        if self.data_dir is not None:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
         self.restore()
         self._server = make_server(self.host, self.port, self._app(), threaded=True, request_handler=_QuietHandler)
         self.port = self._server.server_address[1]

@@ -95,6 +95,12 @@ def ensure_queue(sqs: Any, spec: QueueSpec, settings: Settings) -> tuple[str, st
 def ensure_bucket(s3: Any, settings: Settings) -> str:
     name = settings.bucket_name
     try:
+        s3.head_bucket(Bucket=name)
+        return name  # CreateBucket on an existing bucket in us-east-1 "succeeds" and, on moto, empties it
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] not in ("404", "NoSuchBucket", "NotFound"):
+            raise
+    try:
         if settings.aws_region == "us-east-1":
             s3.create_bucket(Bucket=name)
         else:

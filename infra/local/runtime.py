@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,8 +50,9 @@ class RuntimeOptions:
     snapshot_every: float = 5.0
     # Extra handlers by queue name, for queues no Chalice consumer reads (e.g. the streamer's).
     extra_handlers: dict[str, Any] = field(default_factory=dict)
-    # The Chalice app to run; by default the project's app.py, imported after the environment is set.
-    app: Any = None
+    # Builds the Chalice app to run, called once the environment is set (as Lambda imports app.py after
+    # its environment is in place); by default it imports the project's app.py.
+    app_factory: Callable[[], Any] | None = None
 
 
 def chalice_stage_environment(stage: str) -> dict[str, str]:
@@ -59,6 +61,12 @@ def chalice_stage_environment(stage: str) -> dict[str, str]:
     env = dict(config.get("environment_variables", {}))
     env.update(config.get("stages", {}).get(stage, {}).get("environment_variables", {}))
     return env
+
+
+def load_project_app() -> Any:
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    return importlib.import_module("app").app
 
 
 class LocalRuntime:
@@ -81,9 +89,9 @@ class LocalRuntime:
         self._configure_environment()
         settings = get_settings()
         provision(settings, dynamodb=aws.dynamodb(), sqs=aws.sqs(), s3=aws.s3(), queues=opts.queues)
-        self.app = opts.app if opts.app is not None else self._load_app()
+        self.app = (opts.app_factory or load_project_app)()
         if opts.run_pollers:
-            self._start_pollers()
+            self.start_pollers()
         if opts.run_ticker:
             schedules = schedules_from_app(self.app)
             self.ticker = Ticker(schedules, submit=self._schedule_pool.submit, region=settings.aws_region)
@@ -109,13 +117,7 @@ class LocalRuntime:
         reset_settings()
         aws.reset()
 
-    def _load_app(self) -> Any:
-        if str(ROOT) not in sys.path:
-            sys.path.insert(0, str(ROOT))
-        module = importlib.import_module("app")
-        return module.app
-
-    def _start_pollers(self) -> None:
+    def start_pollers(self) -> None:
         handlers = {
             source.queue: self.app.handler_map[source.name]
             for source in self.app.event_sources

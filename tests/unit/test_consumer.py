@@ -96,4 +96,3 @@ def test_the_job_handler_gets_its_envelope_and_remaining_time(jobs: Registry) ->
         registry.unregister("test.context")
     assert seen[0].envelope.name == "test.context"
     assert seen[0].remaining_seconds() == 4.5
-

@@ -1,0 +1,76 @@
+# The single entry point: `make run` starts the local stack, `make test` runs the whole suite.
+# Both create the virtualenv and install what they need on first use.
+
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+STAGE ?= dev
+INSTALLED := $(VENV)/.installed
+export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: help install system-deps run test test-unit lint fmt bench synth deploy reset clean
+
+help:
+	@echo "make run      start the local stack (API on http://127.0.0.1:8000, state in .data/)"
+	@echo "make test     install what the tests need and run the whole suite"
+	@echo "make lint     ruff + mypy"
+	@echo "make bench    run the benchmarks in benchmarks/"
+	@echo "make synth    synthesize the CDK stack for STAGE (default dev) into cdk.out/"
+	@echo "make deploy   deploy STAGE (e.g. make deploy STAGE=prod) with the CDK CLI"
+	@echo "make reset    wipe the local runtime's saved state (.data/)"
+
+$(PY):
+	@echo "==> creating the virtualenv in $(VENV) with $(PYTHON)"
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstalls only when a requirements file changed since the last install.
+$(INSTALLED): requirements.txt requirements-dev.txt | $(PY)
+	@echo "==> installing Python packages (first run takes a minute or two)"
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	@touch $@
+
+install: $(INSTALLED)
+
+# Debian packages the tests use, installed only when missing (root, as on a fresh machine).
+# Node.js runs the CDK's jsii runtime during synthesis.
+system-deps:
+	@command -v node >/dev/null 2>&1 || { echo "==> installing nodejs"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs >/dev/null; }
+
+run: install
+	$(PY) -m infra.local
+
+test: install system-deps
+	$(PY) -m pytest
+
+test-unit: install
+	$(PY) -m pytest tests/unit -q
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy chalicelib infra app.py
+
+fmt: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: install
+	@set -e; for bench in benchmarks/*.py; do echo "==> $$bench"; $(PY) $$bench; done
+
+synth: install system-deps
+	STAGE=$(STAGE) $(BIN)/cdk-synth 2>/dev/null || STAGE=$(STAGE) $(PY) -m infra.cdk.app synth
+
+deploy: install system-deps
+	npx --yes aws-cdk@2 deploy --app "$(PY) -m infra.cdk.app" -c stage=$(STAGE) --require-approval broadening
+
+reset:
+	rm -rf .data
+	@echo "local state wiped (.data/)"
+
+clean:
+	rm -rf cdk.out chalice.out .pytest_cache .mypy_cache .ruff_cache

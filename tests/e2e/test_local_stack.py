@@ -1,0 +1,125 @@
+"""The local runtime as a user runs it: started as a subprocess, stopped with Ctrl-C, started again."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import boto3
+import pytest
+
+from chalicelib.jobs.queues import get_queue
+from chalicelib.settings import Settings
+from tests.conftest import ROOT, free_port
+from tests.e2e.runner import Process
+
+pytestmark = pytest.mark.e2e
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "STAGE", "PYTEST"))}
+    env.update(extra)
+    return env
+
+
+def aws_client(service: str, endpoint: str) -> object:
+    return boto3.client(
+        service,
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+    )
+
+
+def test_a_restart_keeps_a_queued_message_a_table_item_and_an_object(tmp_path: Path) -> None:
+    port, emulator_port = free_port(), free_port()
+    args = [sys.executable, "-m", "infra.local", "--port", str(port), "--emulator-port", str(emulator_port)]
+    args += ["--data-dir", str(tmp_path / "data")]
+    endpoint = f"http://127.0.0.1:{emulator_port}"
+    settings = Settings(stage="dev")
+
+    # Given a running stack with a message on a queue nobody polls here, a table item and an object,
+    first = Process(args, ROOT, clean_env(), tmp_path / "first.log")
+    first.wait_for_health(f"http://127.0.0.1:{port}", timeout=60)
+    sqs, ddb, s3 = (aws_client(s, endpoint) for s in ("sqs", "dynamodb", "s3"))
+    queue_url = sqs.get_queue_url(QueueName=get_queue("torrent").queue_name(settings))["QueueUrl"]  # type: ignore[attr-defined]
+    sqs.send_message(QueueUrl=queue_url, MessageBody="survives a restart")  # type: ignore[attr-defined]
+    table = settings.resource_name("jobs")
+    ddb.put_item(TableName=table, Item={"pk": {"S": "restart"}, "sk": {"S": "item"}, "kind": {"S": "test"}})  # type: ignore[attr-defined]
+    s3.put_object(Bucket=settings.bucket_name, Key="blob.bin", Body=b"\x00" * 4096)  # type: ignore[attr-defined]
+
+    # when it is stopped with Ctrl-C and started again,
+    assert first.interrupt() == 0
+    assert "stopped; state saved" in first.output()
+    second = Process(args, ROOT, clean_env(), tmp_path / "second.log")
+    try:
+        _, health = second.wait_for_health(f"http://127.0.0.1:{port}", timeout=60)
+        # then the message, the item and the object are all still there.
+        assert health["queues"]["torrent"]["visible"] == 1
+        sqs, ddb, s3 = (aws_client(s, endpoint) for s in ("sqs", "dynamodb", "s3"))
+        messages = sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=1)["Messages"]  # type: ignore[attr-defined]
+        assert [m["Body"] for m in messages] == ["survives a restart"]
+        item = ddb.get_item(TableName=table, Key={"pk": {"S": "restart"}, "sk": {"S": "item"}})  # type: ignore[attr-defined]
+        assert item["Item"]["kind"] == {"S": "test"}
+        body = s3.get_object(Bucket=settings.bucket_name, Key="blob.bin")["Body"].read()  # type: ignore[attr-defined]
+        assert body == b"\x00" * 4096
+    finally:
+        assert second.interrupt() == 0
+
+
+def test_the_banner_says_what_runs_where(tmp_path: Path) -> None:
+    port, emulator_port = free_port(), free_port()
+    args = [sys.executable, "-m", "infra.local", "--port", str(port), "--emulator-port", str(emulator_port)]
+    args += ["--data-dir", str(tmp_path / "data")]
+    proc = Process(args, ROOT, clean_env(), tmp_path / "run.log")
+    try:
+        proc.wait_for_health(f"http://127.0.0.1:{port}", timeout=60)
+        out = proc.output()
+        assert f"http://127.0.0.1:{port}" in out
+        assert f"http://127.0.0.1:{emulator_port}" in out
+        assert str(tmp_path / "data") in out
+    finally:
+        assert proc.interrupt() == 0
+
+
+def checkout_copy(dest: Path) -> None:
+    """The files a fresh clone of this working tree would have: tracked and new, never ignored ones."""
+    files = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    ).stdout.split(b"\0")
+    for name in filter(None, files):
+        source = ROOT / name.decode()
+        if source.is_file():
+            target = dest / name.decode()
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+
+
+def test_make_run_on_a_fresh_checkout_serves_health_within_60_seconds(tmp_path: Path) -> None:
+    checkout = tmp_path / "checkout"
+    checkout_copy(checkout)
+    assert not (checkout / ".venv").exists() and not (checkout / ".data").exists()
+    port, emulator_port = free_port(), free_port()
+    # The suite's virtualenv stands in for the one `make run` would create: installing it is `make test`'s
+    # first step, and what this test measures is the start of the stack from a checkout.
+    venv = Path(sys.prefix)
+    args = ["make", "run", f"VENV={venv}"]
+    env = clean_env(PORT=str(port), EMULATOR_PORT=str(emulator_port))
+
+    proc = Process(args, checkout, env, tmp_path / "make-run.log")
+    try:
+        seconds, health = proc.wait_for_health(f"http://127.0.0.1:{port}", timeout=60)
+        assert health["status"] == "ok" and health["stage"] == "dev"
+        assert (checkout / ".data").is_dir()
+    finally:
+        proc.interrupt()  # make itself reports the interrupt; the runtime below it must stop cleanly
+    assert "stopped; state saved" in proc.output()
+    assert (checkout / ".data" / "emulator.pickle").is_file()
+    print(f"make run served /health in {seconds:.1f}s")
