@@ -64,7 +64,7 @@ def consume(event: dict[str, Any], context: Any, spec: QueueSpec, jobs: Registry
         if spec.fifo
         else BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
     )
-    return process_partial_response(event=event, record_handler=handle, processor=processor, context=context)
+    return dict(process_partial_response(event=event, record_handler=handle, processor=processor, context=context))
 
 
 def handle_record(record: SQSRecord, context: Any, jobs: Registry = registry) -> Any:

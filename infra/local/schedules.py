@@ -6,6 +6,7 @@ list. Missed ticks coalesce: a schedule that is late fires once and then waits f
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import threading
@@ -166,7 +167,7 @@ class Ticker:
             schedule.next_due = schedule.expression.next_after(now, started=schedule.started)
             schedule.fired += 1
             fired.append(schedule.name)
-            self.submit(lambda s=schedule, e=event: self._invoke(s, e))
+            self.submit(functools.partial(self._invoke, schedule, event))
         return fired
 
     def _invoke(self, schedule: Schedule, event: dict[str, Any]) -> None:
