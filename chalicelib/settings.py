@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     # On AWS the stack passes the bucket's generated name (bucket names are global); locally it is derived.
     bucket: str | None = Field(default=None, validation_alias="BUCKET_NAME")
     enable_scheduler: bool = True
+    # CloudWatch EMF metrics on stdout (the local runtime turns them off: they are noise in a terminal).
+    emit_metrics: bool = True
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator(

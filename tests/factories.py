@@ -35,3 +35,13 @@ def sqs_event(bodies: list[str]) -> dict[str, Any]:
 
 def envelope_body(name: str, **args: Any) -> str:
     return Envelope(name=name, args=args).to_body()
+
+
+def run_directly(envelope: Envelope, context: Any, *, jobs: Any) -> Any:
+    """A dispatcher without the job platform: calls the handler, so its exception fails the SQS record.
+
+    Tests of the SQS machinery (partial batch failures, DLQ, concurrency) use it to make records fail at
+    the SQS level; the real dispatcher turns a handler's exception into a retry instead."""
+    from chalicelib.jobs.registry import JobContext
+
+    return jobs.get(envelope.name).handler(JobContext(envelope=envelope, lambda_context=context), **envelope.args)

@@ -7,7 +7,7 @@ timeout, and SQS moves a record to the queue's DLQ after maxReceiveCount receive
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import (
@@ -19,14 +19,20 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from chalicelib.errors import InvalidEnvelopeError
+from chalicelib.jobs.dispatch import dispatch
 from chalicelib.jobs.envelope import Envelope
 from chalicelib.jobs.queues import QueueSpec, lambda_queues
-from chalicelib.jobs.registry import JobContext, Registry, registry
+from chalicelib.jobs.registry import Registry, registry
 from chalicelib.observability import logger
+
+Dispatcher = Callable[..., Any]
 
 
 def register_consumers(
-    app: Any, specs: Iterable[QueueSpec] | None = None, namespace: dict[str, Any] | None = None
+    app: Any,
+    specs: Iterable[QueueSpec] | None = None,
+    namespace: dict[str, Any] | None = None,
+    dispatcher: Dispatcher = dispatch,
 ) -> dict[str, Any]:
     """Register one `@app.on_sqs_message` consumer per queue spec on a Chalice app.
 
@@ -37,7 +43,7 @@ def register_consumers(
     for spec in lambda_queues() if specs is None else specs:
 
         def handler(event: Any, _spec: QueueSpec = spec) -> dict[str, Any]:
-            return consume(event.to_dict(), event.context, _spec)
+            return consume(event.to_dict(), event.context, _spec, dispatcher=dispatcher)
 
         handler.__name__ = handler.__qualname__ = spec.consumer_name
         registered[spec.consumer_name] = app.on_sqs_message(
@@ -52,11 +58,17 @@ def register_consumers(
     return registered
 
 
-def consume(event: dict[str, Any], context: Any, spec: QueueSpec, jobs: Registry = registry) -> dict[str, Any]:
+def consume(
+    event: dict[str, Any],
+    context: Any,
+    spec: QueueSpec,
+    jobs: Registry = registry,
+    dispatcher: Dispatcher = dispatch,
+) -> dict[str, Any]:
     """Handle one SQS event; return `{"batchItemFailures": [...]}` naming the records to redeliver."""
 
     def handle(record: SQSRecord) -> Any:
-        return handle_record(record, context, jobs)
+        return handle_record(record, context, jobs, dispatcher)
 
     # A FIFO queue must stop at the first failure so later messages of the group keep their order.
     processor: BatchProcessor = (
@@ -67,11 +79,11 @@ def consume(event: dict[str, Any], context: Any, spec: QueueSpec, jobs: Registry
     return dict(process_partial_response(event=event, record_handler=handle, processor=processor, context=context))
 
 
-def handle_record(record: SQSRecord, context: Any, jobs: Registry = registry) -> Any:
+def handle_record(record: SQSRecord, context: Any, jobs: Registry = registry, dispatcher: Dispatcher = dispatch) -> Any:
     receive_count = record.attributes.approximate_receive_count
     try:
         envelope = Envelope.parse(record.body)
-        definition = jobs.get(envelope.name)
+        jobs.get(envelope.name)
     except InvalidEnvelopeError as exc:
         # Reported failed: after maxReceiveCount receives SQS moves it to the DLQ, where it can be read.
         logger.error(
@@ -80,5 +92,7 @@ def handle_record(record: SQSRecord, context: Any, jobs: Registry = registry) ->
             extra={"message_id": record.message_id, "receive_count": receive_count, "error_code": exc.code},
         )
         raise
-    with logger.append_context_keys(job_id=envelope.id, job_name=envelope.name, correlation_id=envelope.correlation_id):
-        return definition.handler(JobContext(envelope=envelope, lambda_context=context), **envelope.args)
+    with logger.append_context_keys(
+        job_id=envelope.id, job_name=envelope.name, attempt=envelope.attempt, correlation_id=envelope.correlation_id
+    ):
+        return dispatcher(envelope, context, jobs=jobs)

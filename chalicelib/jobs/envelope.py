@@ -19,6 +19,15 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
+class JobRequest(BaseModel):
+    """A job to run later: a continuation, or one child of a batch."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=JOB_NAME_PATTERN, max_length=128)
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
 class Envelope(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -31,9 +40,17 @@ class Envelope(BaseModel):
     correlation_id: str = Field(default_factory=new_id, min_length=1, max_length=128)
     chain_id: str | None = None
     batch_id: str | None = None
+    # The fingerprint a unique job holds while queued or running; released when the job ends.
+    unique_key: str | None = None
+    # Jobs to run, in order, after this one succeeds; each gets the previous one's result.
+    then: list[JobRequest] = Field(default_factory=list)
+    previous_result: Any = None
 
     def to_body(self) -> str:
-        return self.model_dump_json()
+        return self.model_dump_json(exclude_defaults=False)
+
+    def next_attempt(self) -> Envelope:
+        return self.model_copy(update={"attempt": self.attempt + 1})
 
     @classmethod
     def parse(cls, body: str | bytes | None) -> Envelope:

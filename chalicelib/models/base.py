@@ -53,3 +53,16 @@ def table_schema(model: Any) -> dict[str, Any]:
         "global_secondary_indexes": schema["global_secondary_indexes"],
         "ttl_attribute": ttl[0] if ttl else None,
     }
+
+
+def connection() -> Any:
+    """A PynamoDB connection for transactions, built from the settings like the models' own."""
+    from pynamodb.connection import Connection
+
+    settings = get_settings()
+    return Connection(
+        region=settings.aws_region,
+        host=settings.endpoint_url("dynamodb"),
+        connect_timeout_seconds=settings.aws_connect_timeout,
+        read_timeout_seconds=settings.aws_read_timeout,
+    )

@@ -1,9 +1,9 @@
 """The job platform's table: task state, runs, locks, unique keys, batches and migrations.
 
-One table, items told apart by their key prefixes (`pk`/`sk`), with one generic GSI for the listings
-each kind needs (runs by job and time, tasks by next due time, ...). Every expiring item carries
-`expires_at`, DynamoDB's TTL attribute; since TTL deletes late (or, on the emulator, never), readers check
-it too.
+One table, items told apart by their key prefixes (`pk`/`sk`), with two generic GSIs for the listings
+each kind needs (gsi1: runs by job name and time; gsi2: runs by day and time, delayed jobs by due time).
+Every expiring item carries `expires_at`, DynamoDB's TTL attribute; since TTL deletes late (or, on the
+emulator, never), readers check it too.
 """
 
 from __future__ import annotations
@@ -24,6 +24,15 @@ class ByGsi1(GlobalSecondaryIndex["JobItem"]):
     gsi1sk = UnicodeAttribute(range_key=True)
 
 
+class ByGsi2(GlobalSecondaryIndex["JobItem"]):
+    class Meta:
+        index_name = "gsi2"
+        projection = AllProjection()
+
+    gsi2pk = UnicodeAttribute(hash_key=True)
+    gsi2sk = UnicodeAttribute(range_key=True)
+
+
 class JobItem(Model):
     class Meta(TableMeta):
         logical_name = "jobs"
@@ -33,11 +42,20 @@ class JobItem(Model):
     kind = UnicodeAttribute()
     gsi1pk = UnicodeAttribute(null=True)
     gsi1sk = UnicodeAttribute(null=True)
+    gsi2pk = UnicodeAttribute(null=True)
+    gsi2sk = UnicodeAttribute(null=True)
     status = UnicodeAttribute(null=True)
+    owner = UnicodeAttribute(null=True)  # lock and run owner token, compared in conditional writes
     data = JSONAttribute(null=True)
-    counter = NumberAttribute(null=True)
+    # Counters, changed with ADD: run stats per job name, batch progress.
+    total = NumberAttribute(null=True)
+    done = NumberAttribute(null=True)
+    succeeded = NumberAttribute(null=True)
+    failed = NumberAttribute(null=True)
+    duration_ms = NumberAttribute(null=True)
     created_at = UTCDateTimeAttribute(null=True)
     updated_at = UTCDateTimeAttribute(null=True)
     expires_at = TTLAttribute(null=True)
 
     by_gsi1 = ByGsi1()
+    by_gsi2 = ByGsi2()

@@ -104,6 +104,7 @@ class LocalRuntime:
         for key, value in chalice_stage_environment(self.options.stage).items():
             os.environ.setdefault(key, value)
         os.environ["STAGE"] = self.options.stage
+        os.environ.setdefault("EMIT_METRICS", "false")
         os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
         os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
         os.environ.setdefault("AWS_REGION", "us-east-1")

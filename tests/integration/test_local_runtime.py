@@ -1,4 +1,7 @@
-"""The local runtime against the emulator: real queues with DLQs, the poller, the very same handler code.
+"""The local runtime against the emulator: real queues with DLQs, the poller, the very same consumer code.
+
+The consumers here dispatch without the job platform (`run_directly`), so a job's exception fails its SQS
+record and SQS's own redelivery and redrive are what is tested.
 
 Queues here use a 1 s handler timeout, so their visibility timeout is the spec minimum of 6 s; tests that
 need a redelivery wait for it (a few seconds, not minutes).
@@ -22,6 +25,7 @@ from chalicelib.jobs.registry import JobContext, job, registry
 from chalicelib.settings import Settings
 from infra.local.runtime import LocalRuntime, RuntimeOptions
 from tests.conftest import unique_stage
+from tests.factories import run_directly
 
 
 def fast_spec(name: str, **overrides: Any) -> QueueSpec:
@@ -79,7 +83,7 @@ def start_runtime(restore_environ: None) -> Iterator[Callable[..., LocalRuntime]
         def app_factory() -> Chalice:
             # A Chalice app with consumers for the test queues, registered the way app.py registers its own.
             app = Chalice(app_name="runtime-test")
-            register_consumers(app, specs)
+            register_consumers(app, specs, dispatcher=run_directly)
             return app
 
         options.setdefault("stage", unique_stage())

@@ -1,4 +1,7 @@
-"""The SQS consumer reports partial batch failures: one bad record never fails or replays its batch."""
+"""The SQS consumer reports partial batch failures: one bad record never fails or replays its batch.
+
+These tests dispatch without the job platform (`run_directly`), so a handler's exception fails its record.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import pytest
 from chalicelib.jobs.consumer import consume
 from chalicelib.jobs.queues import get_queue
 from chalicelib.jobs.registry import JobContext, Registry, job, registry
-from tests.factories import envelope_body, sqs_event, sqs_record
+from tests.factories import envelope_body, run_directly, sqs_event, sqs_record
 
 
 @pytest.fixture
@@ -36,7 +39,7 @@ def failed_ids(response: dict[str, Any]) -> set[str]:
 def test_a_batch_of_ten_with_three_failing_reports_exactly_those_three(jobs: Registry) -> None:
     event = sqs_event([envelope_body("test.maybe_fail", n=i, fail=i in (2, 5, 9)) for i in range(10)])
 
-    response = consume(event, None, get_queue("catalog"))
+    response = consume(event, None, get_queue("catalog"), dispatcher=run_directly)
 
     expected = {r["messageId"] for i, r in enumerate(event["Records"]) if i in (2, 5, 9)}
     assert failed_ids(response) == expected
@@ -45,7 +48,7 @@ def test_a_batch_of_ten_with_three_failing_reports_exactly_those_three(jobs: Reg
 
 def test_a_batch_where_every_record_fails_reports_all_instead_of_raising(jobs: Registry) -> None:
     event = sqs_event([envelope_body("test.maybe_fail", n=i, fail=True) for i in range(3)])
-    response = consume(event, None, get_queue("catalog"))
+    response = consume(event, None, get_queue("catalog"), dispatcher=run_directly)
     assert failed_ids(response) == {r["messageId"] for r in event["Records"]}
 
 
@@ -56,7 +59,7 @@ def test_a_record_that_is_not_an_envelope_is_reported_failed_and_logged(
     garbage = sqs_record("{not json", receive_count=3)
     unknown = sqs_record(envelope_body("test.no_such_job"))
 
-    response = consume({"Records": [garbage, good, unknown]}, None, get_queue("catalog"))
+    response = consume({"Records": [garbage, good, unknown]}, None, get_queue("catalog"), dispatcher=run_directly)
 
     assert failed_ids(response) == {garbage["messageId"], unknown["messageId"]}
     assert [n for _, n in jobs.calls] == [1]  # type: ignore[attr-defined]
@@ -73,7 +76,7 @@ def test_a_fifo_queue_stops_at_the_first_failure_to_keep_group_order(jobs: Regis
     records = [sqs_record(envelope_body("test.maybe_fail", n=i, fail=i == 1)) for i in range(4)]
     for r in records:
         r["attributes"]["MessageGroupId"] = "g"
-    response = consume({"Records": records}, None, fifo)
+    response = consume({"Records": records}, None, fifo, dispatcher=run_directly)
     assert failed_ids(response) == {r["messageId"] for r in records[1:]}
     assert [n for _, n in jobs.calls] == [0, 1]  # type: ignore[attr-defined]
 
@@ -91,7 +94,7 @@ def test_the_job_handler_gets_its_envelope_and_remaining_time(jobs: Registry) ->
 
     try:
         body = envelope_body("test.context")
-        consume(sqs_event([body]), Ctx(), get_queue("maintenance"))
+        consume(sqs_event([body]), Ctx(), get_queue("maintenance"), dispatcher=run_directly)
     finally:
         registry.unregister("test.context")
     assert seen[0].envelope.name == "test.context"

@@ -1,0 +1,197 @@
+"""Dispatch: envelope -> registry -> lock -> handler, with a run record per attempt.
+
+    success  -> run succeeded, unique fingerprint released, continuation sent, batch progress counted
+    failure  -> retry with backoff (a new attempt, delayed), or, after the last attempt or on a permanent
+                error, run failed and the envelope sent to the queue's DLQ
+    crash    -> nothing recorded as ended: SQS redelivers after the visibility timeout, the next delivery
+                takes the attempt over once its lease ran out, and after maxReceiveCount SQS dead-letters it
+
+Side effects that leave this module (retries, continuations, DLQ) are sent *before* the run is recorded as
+ended, and carry ids derived from the job's, so a crash between the two repeats a send that the next run
+record recognises, instead of losing it.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from chalicelib.clock import utcnow
+from chalicelib.errors import ProjectionistError
+from chalicelib.jobs import batches, enqueue, locks, runs, unique
+from chalicelib.jobs.envelope import Envelope
+from chalicelib.jobs.registry import JobContext, JobDefinition, Registry, registry
+from chalicelib.jobs.runs import JobStatus
+from chalicelib.observability import logger
+
+Outcome = Literal["succeeded", "failed", "retrying", "skipped", "requeued", "duplicate"]
+
+# Leave this much of the Lambda's remaining time for recording the outcome after a handler times out.
+SAFETY_MARGIN = 2.0
+
+
+class JobTimeoutError(ProjectionistError):
+    code = "job_timeout"
+
+
+class AttemptBusyError(ProjectionistError):
+    """Another delivery of this attempt is running right now; try again after the visibility timeout."""
+
+    code = "attempt_busy"
+
+
+def derived_id(parent: str, what: str) -> str:
+    """A stable id for a job another one sends, so a repeated send is recognised as the same job."""
+    return uuid.uuid5(uuid.UUID(int=0), f"{parent}/{what}").hex
+
+
+def _run_with_timeout(definition: JobDefinition, ctx: JobContext, args: dict[str, Any], timeout: float) -> Any:
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["result"] = definition.handler(ctx, **args)
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=target, name=f"job-{ctx.job_id}", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        raise JobTimeoutError(f"job {definition.name} ran past its {timeout:.1f}s timeout")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("result")
+
+
+def _timeout(definition: JobDefinition, lambda_context: Any) -> float:
+    timeout = float(definition.timeout)
+    getter = getattr(lambda_context, "get_remaining_time_in_millis", None)
+    if getter is not None:
+        timeout = min(timeout, max(0.1, getter() / 1000.0 - SAFETY_MARGIN))
+    return timeout
+
+
+def dispatch(
+    envelope: Envelope, lambda_context: Any = None, *, jobs: Registry = registry, now: datetime | None = None
+) -> Outcome:
+    definition = jobs.get(envelope.name)
+    args = definition.validate_args(envelope.args)  # a permanent error: the consumer reports it, no retries
+    lock_key = definition.lock.render(args) if definition.lock else None
+    owner = uuid.uuid4().hex
+    timeout = _timeout(definition, lambda_context)
+    lease = (definition.lock.lease if definition.lock else 0) or timeout
+
+    if lock_key and definition.lock and not locks.acquire(lock_key, owner, max(lease, timeout) + SAFETY_MARGIN):
+        if definition.lock.when_held == "requeue":
+            enqueue.send([envelope], delay=definition.lock.requeue_delay, jobs=jobs)
+            logger.info("lock %s held: requeued in %ss", lock_key, definition.lock.requeue_delay)
+            return "requeued"
+        started = now or utcnow()
+        if runs.start(envelope, definition.queue, owner, lease=timeout, now=started) != "started":
+            return "duplicate"
+        _finish(envelope, definition, owner, JobStatus.SKIPPED, started, error=None, result={"skipped": "lock held"})
+        return "skipped"
+
+    try:
+        started = now or utcnow()
+        outcome = runs.start(envelope, definition.queue, owner, lease=timeout + SAFETY_MARGIN, now=started)
+        if outcome == "duplicate":
+            logger.info("duplicate delivery of a finished attempt: skipped")
+            return "duplicate"
+        if outcome == "busy":
+            raise AttemptBusyError(f"attempt {envelope.attempt} of job {envelope.id} is running elsewhere")
+        _metric("JobStarted", envelope.name)
+        _metric("QueueAge", envelope.name, (started - envelope.enqueued_at).total_seconds(), "Seconds")
+        ctx = JobContext(envelope=envelope, lambda_context=lambda_context, previous_result=envelope.previous_result)
+        renewer = locks.Renewer(lock_key, owner, max(lease, timeout) + SAFETY_MARGIN) if lock_key else None
+        try:
+            result = _run_with_timeout(definition, ctx, args, timeout)
+        except Exception as error:
+            return _failed(envelope, definition, owner, started, error, jobs)
+        finally:
+            if renewer:
+                renewer.stop()
+        _succeeded(envelope, definition, owner, started, result, jobs)
+        return "succeeded"
+    finally:
+        if lock_key:
+            locks.release(lock_key, owner)
+
+
+def _succeeded(
+    envelope: Envelope, definition: JobDefinition, owner: str, started: datetime, result: Any, jobs: Registry
+) -> None:
+    if envelope.then:
+        first, rest = envelope.then[0], envelope.then[1:]
+        follower = enqueue.build(
+            first.name,
+            first.args,
+            correlation_id=envelope.correlation_id,
+            then=rest,
+            previous_result=result,
+            jobs=jobs,
+        ).model_copy(update={"id": derived_id(envelope.id, "then"), "chain_id": envelope.chain_id or envelope.id})
+        enqueue.send([follower], jobs=jobs)
+    _finish(envelope, definition, owner, JobStatus.SUCCEEDED, started, error=None, result=result)
+    _metric("JobSucceeded", envelope.name)
+
+
+def _failed(
+    envelope: Envelope, definition: JobDefinition, owner: str, started: datetime, error: Exception, jobs: Registry
+) -> Outcome:
+    if definition.retry.should_retry(envelope.attempt, error):
+        delay = definition.retry.delay_after(envelope.attempt, error)
+        enqueue.send([envelope.next_attempt()], delay=delay, jobs=jobs)
+        runs.finish(envelope, definition.queue, owner, JobStatus.RETRYING, started_at=started, error=error)
+        logger.warning(
+            "job failed, retrying in %.1fs: %s", delay, error, extra={"attempt": envelope.attempt, "delay": delay}
+        )
+        _metric("JobRetried", envelope.name)
+        return "retrying"
+    enqueue.send_to_queue(definition.queue, [envelope.to_body()], dlq=True)
+    _finish(envelope, definition, owner, JobStatus.FAILED, started, error=error, result=None)
+    logger.error("job failed for good: %s", error, extra={"error_type": type(error).__name__})
+    _metric("JobFailed", envelope.name)
+    return "failed"
+
+
+def _finish(
+    envelope: Envelope,
+    definition: JobDefinition,
+    owner: str,
+    status: JobStatus,
+    started: datetime,
+    *,
+    error: Exception | None,
+    result: Any,
+) -> None:
+    """The job has ended for good: record it, count it, free its fingerprint, move its batch on."""
+    recorded = runs.finish(
+        envelope, definition.queue, owner, status, started_at=started, error=error, result=result, count_batch=True
+    )
+    if not recorded:
+        logger.warning("another delivery took this attempt over; its outcome stands")
+        return
+    _metric("JobDuration", envelope.name, (utcnow() - started).total_seconds() * 1000, "Milliseconds")
+    if envelope.unique_key:
+        unique.release(envelope.unique_key, envelope.id)
+    if envelope.batch_id:
+        batches.child_ended(envelope.batch_id)
+
+
+def _metric(name: str, job_name: str, value: float = 1, unit: str = "Count") -> None:
+    from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+    if not metrics_enabled():
+        return
+    with single_metric(name=name, unit=MetricUnit(unit), value=value, namespace="Projectionist") as metric:
+        metric.add_dimension(name="job", value=job_name)
+
+
+def metrics_enabled() -> bool:
+    from chalicelib.settings import get_settings
+
+    return get_settings().emit_metrics

@@ -1,0 +1,83 @@
+"""Keyed locks: a DynamoDB lease with an owner token and an expiry, renewed while a long job runs.
+
+This is how "one at a time" is done, since Lambda's MaximumConcurrency cannot go below 2. A holder that
+dies simply stops renewing; once the lease expires the next job takes the lock over.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta
+
+from pynamodb.exceptions import DeleteError, PutError, UpdateError
+
+from chalicelib.clock import utcnow
+from chalicelib.models.jobs import JobItem
+from chalicelib.observability import logger
+
+
+def _key(name: str) -> tuple[str, str]:
+    return f"LOCK#{name}", "LOCK"
+
+
+def _conditional_failed(exc: Exception) -> bool:
+    return getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException"
+
+
+def acquire(name: str, owner: str, lease: float, now: datetime | None = None) -> bool:
+    """Take the lock if it is free, expired, or already ours."""
+    now = now or utcnow()
+    pk, sk = _key(name)
+    item = JobItem(pk, sk, kind="lock", owner=owner, created_at=now, expires_at=now + timedelta(seconds=lease))
+    try:
+        item.save(condition=JobItem.pk.does_not_exist() | (JobItem.expires_at <= now) | (JobItem.owner == owner))
+        return True
+    except PutError as exc:
+        if _conditional_failed(exc):
+            return False
+        raise
+
+
+def renew(name: str, owner: str, lease: float, now: datetime | None = None) -> bool:
+    now = now or utcnow()
+    try:
+        JobItem(*_key(name)).update(
+            actions=[JobItem.expires_at.set(now + timedelta(seconds=lease))], condition=JobItem.owner == owner
+        )
+        return True
+    except UpdateError as exc:
+        if _conditional_failed(exc):
+            return False
+        raise
+
+
+def release(name: str, owner: str) -> bool:
+    try:
+        JobItem(*_key(name)).delete(condition=JobItem.owner == owner)
+        return True
+    except DeleteError as exc:
+        if _conditional_failed(exc):
+            return False
+        raise
+
+
+class Renewer:
+    """Renews a held lease every third of its length until stopped (for jobs that outlive one lease)."""
+
+    def __init__(self, name: str, owner: str, lease: float) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(name, owner, lease), name=f"lock-{name}", daemon=True)
+        self._thread.start()
+
+    def _run(self, name: str, owner: str, lease: float) -> None:
+        while not self._stop.wait(lease / 3):
+            try:
+                if not renew(name, owner, lease):
+                    logger.warning("lost lock %s: another owner took it over", name)
+                    return
+            except Exception:
+                logger.exception("could not renew lock %s", name)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
