@@ -65,9 +65,11 @@ def queue_url(queue_name: str) -> str:
 def reset() -> None:
     """Drop every cached client and model connection (after the settings changed)."""
     from chalicelib.models import all_models
+    from chalicelib.models.base import reset_connection
 
     with _lock:
         _clients.clear()
         _queue_urls.clear()
     for model in all_models():
         model._connection = None
+    reset_connection()

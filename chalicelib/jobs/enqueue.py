@@ -6,6 +6,7 @@ due, so they work the same on AWS and under `make run`.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -109,7 +110,7 @@ def send(
     for envelope in envelopes:
         by_queue[jobs.get(envelope.name).queue].append(envelope)
     for queue, batch in by_queue.items():
-        send_to_queue(queue, [e.to_body() for e in batch], delay=int(delay))
+        send_to_queue(queue, [e.to_body() for e in batch], delay=math.ceil(delay))
 
 
 def send_to_queue(queue: str, bodies: list[str], *, delay: int = 0, dlq: bool = False) -> None:

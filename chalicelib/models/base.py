@@ -55,14 +55,25 @@ def table_schema(model: Any) -> dict[str, Any]:
     }
 
 
-def connection() -> Any:
-    """A PynamoDB connection for transactions, built from the settings like the models' own."""
-    from pynamodb.connection import Connection
+_connection: Any = None
 
-    settings = get_settings()
-    return Connection(
-        region=settings.aws_region,
-        host=settings.endpoint_url("dynamodb"),
-        connect_timeout_seconds=settings.aws_connect_timeout,
-        read_timeout_seconds=settings.aws_read_timeout,
-    )
+
+def connection() -> Any:
+    """A PynamoDB connection for transactions, built once from the settings like the models' own."""
+    global _connection
+    if _connection is None:
+        from pynamodb.connection import Connection
+
+        settings = get_settings()
+        _connection = Connection(
+            region=settings.aws_region,
+            host=settings.endpoint_url("dynamodb"),
+            connect_timeout_seconds=settings.aws_connect_timeout,
+            read_timeout_seconds=settings.aws_read_timeout,
+        )
+    return _connection
+
+
+def reset_connection() -> None:
+    global _connection
+    _connection = None

@@ -14,6 +14,7 @@ import os
 import pickle
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,8 @@ class Emulator:
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
         self._dirty = False
+        # AWS API requests served, by (service, operation): what benchmarks and cost tests count.
+        self.requests: Counter[tuple[str, str]] = Counter()
 
     @property
     def url(self) -> str:
@@ -110,6 +113,10 @@ class Emulator:
         inner = DomainDispatcherApplication(create_backend_app)
 
         def app(environ: dict[str, Any], start_response: Any) -> Any:
+            target = environ.get("HTTP_X_AMZ_TARGET")
+            if target:  # JSON protocols (DynamoDB, SQS): "DynamoDB_20120810.PutItem", "AmazonSQS.SendMessage"
+                service, _, operation = target.partition(".")
+                self.requests[(service.split("_")[0], operation)] += 1
             self._lock.acquire_read()
             try:
                 # Materialise the body inside the lock so the request is complete before a snapshot runs.
