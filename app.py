@@ -6,13 +6,17 @@ from typing import Any
 
 from chalice import Chalice
 
+from chalicelib.api.admin import bp as admin_bp
 from chalicelib.api.health import bp as health_bp
 from chalicelib.errors import normalize_response, to_response
+from chalicelib.jobs import migrations, tasks  # noqa: F401  (registers the platform's jobs and tasks)
 from chalicelib.jobs.consumer import register_consumers
+from chalicelib.jobs.periodic import register_schedules
 from chalicelib.observability import logger
 
 app = Chalice(app_name="projectionist")
 app.register_blueprint(health_bp)
+app.register_blueprint(admin_bp)
 
 
 @app.middleware("http")
@@ -29,3 +33,11 @@ def errors_as_json(event: Any, get_response: Any) -> Any:
 
 # One consumer per Lambda-consumed queue, from the queue specs: consume_catalog, consume_sources, ...
 register_consumers(app, namespace=globals())
+# One EventBridge schedule per periodic task, whose handler only enqueues the task's job.
+register_schedules(app, namespace=globals())
+
+
+@app.lambda_function(name="run_migrations")
+def run_migrations(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Invoked by the stack after each deploy (and by the local runtime on start)."""
+    return {"enqueued": migrations.start_pending()}

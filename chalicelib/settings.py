@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     # On AWS the stack passes the bucket's generated name (bucket names are global); locally it is derived.
     bucket: str | None = Field(default=None, validation_alias="BUCKET_NAME")
     enable_scheduler: bool = True
+    # The static token that guards /admin until accounts exist; unset, the admin API refuses every call.
+    admin_token: SecretStr | None = None
     # CloudWatch EMF metrics on stdout (the local runtime turns them off: they are noise in a terminal).
     emit_metrics: bool = True
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

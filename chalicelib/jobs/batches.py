@@ -16,7 +16,7 @@ from pynamodb.exceptions import UpdateError
 from chalicelib.clock import utcnow
 from chalicelib.errors import NotFoundError, ValidationError
 from chalicelib.jobs.envelope import Envelope, JobRequest
-from chalicelib.models.jobs import JobItem
+from chalicelib.models.jobs import JobItem, expiry_index
 
 BATCH_RETENTION = timedelta(days=60)
 MAX_BATCH = 10_000
@@ -55,6 +55,7 @@ def start(
         created_at=now,
         updated_at=now,
         expires_at=now + BATCH_RETENTION,
+        **expiry_index(now + BATCH_RETENTION),
         data={"then": then.model_dump() if then else None, "correlation_id": correlation_id},
     ).save()
     return batch_id, envelopes

@@ -151,7 +151,9 @@ def _failed(
         )
         _metric("JobRetried", envelope.name)
         return "retrying"
-    enqueue.send_to_queue(definition.queue, [envelope.to_body()], dlq=True)
+    # The DLQ copy is the *next* attempt: redriven after a fix, it runs once more (this attempt's run record
+    # is final, so a late duplicate of it is still recognised and skipped).
+    enqueue.send_to_queue(definition.queue, [envelope.next_attempt().to_body()], dlq=True)
     _finish(envelope, definition, owner, JobStatus.FAILED, started, error=error, result=None)
     logger.error("job failed for good: %s", error, extra={"error_type": type(error).__name__})
     _metric("JobFailed", envelope.name)
@@ -180,6 +182,21 @@ def _finish(
         unique.release(envelope.unique_key, envelope.id)
     if envelope.batch_id:
         batches.child_ended(envelope.batch_id)
+    if envelope.task:
+        from chalicelib.jobs import periodic
+
+        ended = utcnow()
+        periodic.record_run(
+            envelope.task,
+            {
+                "job_id": envelope.id,
+                "status": status.value,
+                "started_at": started.isoformat(),
+                "ended_at": ended.isoformat(),
+                "duration_ms": int((ended - started).total_seconds() * 1000),
+                "error": f"{type(error).__name__}: {error}" if error else None,
+            },
+        )
 
 
 def _metric(name: str, job_name: str, value: float = 1, unit: str = "Count") -> None:

@@ -71,7 +71,12 @@ def enqueue(
 
 
 def enqueue_envelopes(
-    envelopes: list[Envelope], *, delay: float = 0, jobs: Registry = registry, now: datetime | None = None
+    envelopes: list[Envelope],
+    *,
+    delay: float = 0,
+    jobs: Registry = registry,
+    unique_ttl: float | None = None,
+    now: datetime | None = None,
 ) -> list[Enqueued]:
     """Send new jobs, honouring uniqueness: a duplicate of a queued or running unique job sends nothing."""
     now = now or utcnow()
@@ -79,8 +84,9 @@ def enqueue_envelopes(
     to_send: list[tuple[int, Envelope]] = []
     for index, envelope in enumerate(envelopes):
         definition = jobs.get(envelope.name)
-        if envelope.unique_key and definition.unique is not None:
-            holder = unique.claim(envelope.unique_key, envelope.id, definition.unique.ttl, now=now)
+        ttl = unique_ttl or (definition.unique.ttl if definition.unique else None)
+        if envelope.unique_key and ttl:
+            holder = unique.claim(envelope.unique_key, envelope.id, ttl, now=now)
             if holder is not None:
                 results[index] = Enqueued(job_id=holder, sent=False)
                 continue

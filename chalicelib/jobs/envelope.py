@@ -45,6 +45,8 @@ class Envelope(BaseModel):
     # Jobs to run, in order, after this one succeeds; each gets the previous one's result.
     then: list[JobRequest] = Field(default_factory=list)
     previous_result: Any = None
+    # The periodic task that started this job, whose last-run state the job's end updates.
+    task: str | None = None
 
     def to_body(self) -> str:
         return self.model_dump_json(exclude_defaults=False)

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from pynamodb.exceptions import DeleteError, PutError, UpdateError
 
 from chalicelib.clock import utcnow
-from chalicelib.models.jobs import JobItem
+from chalicelib.models.jobs import JobItem, expiry_index
 from chalicelib.observability import logger
 
 
@@ -28,7 +28,8 @@ def acquire(name: str, owner: str, lease: float, now: datetime | None = None) ->
     """Take the lock if it is free, expired, or already ours."""
     now = now or utcnow()
     pk, sk = _key(name)
-    item = JobItem(pk, sk, kind="lock", owner=owner, created_at=now, expires_at=now + timedelta(seconds=lease))
+    expires = now + timedelta(seconds=lease)
+    item = JobItem(pk, sk, kind="lock", owner=owner, created_at=now, expires_at=expires, **expiry_index(expires))
     try:
         item.save(condition=JobItem.pk.does_not_exist() | (JobItem.expires_at <= now) | (JobItem.owner == owner))
         return True

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from pynamodb.exceptions import DeleteError, PutError
 
 from chalicelib.clock import utcnow
-from chalicelib.models.jobs import JobItem
+from chalicelib.models.jobs import JobItem, expiry_index
 
 
 def _key(fingerprint: str) -> tuple[str, str]:
@@ -28,7 +28,8 @@ def claim(fingerprint: str, job_id: str, ttl: float, now: datetime | None = None
     now = now or utcnow()
     pk, sk = _key(fingerprint)
     for _ in range(3):
-        item = JobItem(pk, sk, kind="unique", owner=job_id, created_at=now, expires_at=now + timedelta(seconds=ttl))
+        expires = now + timedelta(seconds=ttl)
+        item = JobItem(pk, sk, kind="unique", owner=job_id, created_at=now, expires_at=expires, **expiry_index(expires))
         try:
             item.save(condition=JobItem.pk.does_not_exist() | (JobItem.expires_at <= now))
             return None

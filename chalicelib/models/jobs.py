@@ -8,6 +8,9 @@ emulator, never), readers check it too.
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
+
 from pynamodb.attributes import JSONAttribute, NumberAttribute, TTLAttribute, UnicodeAttribute, UTCDateTimeAttribute
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
@@ -55,7 +58,13 @@ class JobItem(Model):
     duration_ms = NumberAttribute(null=True)
     created_at = UTCDateTimeAttribute(null=True)
     updated_at = UTCDateTimeAttribute(null=True)
+    lease_until = UTCDateTimeAttribute(null=True)  # a lease that ends, unlike expires_at, without deletion
     expires_at = TTLAttribute(null=True)
 
     by_gsi1 = ByGsi1()
     by_gsi2 = ByGsi2()
+
+
+def expiry_index(expires: datetime) -> dict[str, Any]:
+    """gsi2 keys that let housekeeping find an item by the day it expires (a backstop for TTL's lag)."""
+    return {"gsi2pk": f"EXPIRES#{expires:%Y-%m-%d}", "gsi2sk": expires.strftime("%Y-%m-%dT%H:%M:%S.%fZ")}

@@ -48,6 +48,8 @@ class RuntimeOptions:
     run_ticker: bool = True
     queues: tuple[QueueSpec, ...] = QUEUES
     snapshot_every: float = 5.0
+    # Enqueue pending data migrations on start, as the stack does after a deploy.
+    run_migrations: bool = True
     # Extra handlers by queue name, for queues no Chalice consumer reads (e.g. the streamer's).
     extra_handlers: dict[str, Any] = field(default_factory=dict)
     # Builds the Chalice app to run, called once the environment is set (as Lambda imports app.py after
@@ -76,6 +78,7 @@ class LocalRuntime:
         self.pollers: list[QueuePoller] = []
         self.ticker: Ticker | None = None
         self.app: Any = None
+        self.migrations_started: list[str] = []
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._server: Any = None
@@ -92,6 +95,8 @@ class LocalRuntime:
         self.app = (opts.app_factory or load_project_app)()
         if opts.run_pollers:
             self.start_pollers()
+        if opts.run_migrations:
+            self.migrations_started = self._start_migrations()
         if opts.run_ticker:
             schedules = schedules_from_app(self.app)
             self.ticker = Ticker(schedules, submit=self._schedule_pool.submit, region=settings.aws_region)
@@ -105,6 +110,8 @@ class LocalRuntime:
             os.environ.setdefault(key, value)
         os.environ["STAGE"] = self.options.stage
         os.environ.setdefault("EMIT_METRICS", "false")
+        # The admin API's static token; on one machine bound to 127.0.0.1 a known default is convenient.
+        os.environ.setdefault("ADMIN_TOKEN", "local-admin-token")
         os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
         os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
         os.environ.setdefault("AWS_REGION", "us-east-1")
@@ -117,6 +124,12 @@ class LocalRuntime:
             os.environ.pop("AWS_ENDPOINT_URL_DYNAMODB", None)
         reset_settings()
         aws.reset()
+
+    def _start_migrations(self) -> list[str]:
+        handler = self.app.handler_map.get("run_migrations") if hasattr(self.app, "handler_map") else None
+        if handler is None:
+            return []
+        return list(handler({}, None).get("enqueued", []))
 
     def start_pollers(self) -> None:
         handlers = {
@@ -161,7 +174,9 @@ class LocalRuntime:
             f"  data          {opts.data_dir or '(in memory only)'}",
             f"  stage         {settings.stage}   scheduler {'on' if settings.enable_scheduler else 'off'}",
             f"  queues        {', '.join(p.spec.name for p in self.pollers) or '(none polled)'}",
-            f"  schedules     {len(self.ticker.schedules) if self.ticker else 0}",
+            f"  schedules     {', '.join(s.name for s in self.ticker.schedules) if self.ticker else '(off)'}",
+            f"  admin token   {settings.admin_token.get_secret_value() if settings.admin_token else '(unset)'}"
+            "  (Authorization: Bearer <token> on /admin/...)",
             "Ctrl-C stops it (handlers in flight finish first; Ctrl-C twice stops at once).",
         ]
         return "\n".join(line for line in lines if line)

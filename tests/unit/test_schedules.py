@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from chalice import Chalice, Cron, Rate
 
-from infra.local.schedules import ScheduleExpression, ScheduleExpressionError, Ticker, schedules_from_app
+from chalicelib.jobs.schedule import ScheduleExpression, ScheduleExpressionError
+from infra.local.schedules import Ticker, schedules_from_app
 
 T0 = datetime(2026, 11, 23, 10, 0, 30, tzinfo=UTC)  # a Monday
 
