@@ -7,6 +7,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import __version__, aws
+from chalicelib.errors import ServiceUnavailableError
 from chalicelib.jobs.queues import QUEUES, QueueSpec
 from chalicelib.models import all_models
 from chalicelib.settings import Settings
@@ -26,9 +27,11 @@ def _describe(exc: Exception) -> str:
 
 
 def _attributes(queue_name: str) -> dict[str, int]:
-    attrs = aws.sqs().get_queue_attributes(QueueUrl=aws.queue_url(queue_name), AttributeNames=_DEPTH_ATTRIBUTES)[
-        "Attributes"
-    ]
+    try:
+        url = aws.queue_url(queue_name)
+        attrs = aws.sqs().get_queue_attributes(QueueUrl=url, AttributeNames=_DEPTH_ATTRIBUTES)["Attributes"]
+    except (BotoCoreError, ClientError) as exc:
+        raise ServiceUnavailableError(f"cannot read queue {queue_name}: {_describe(exc)}") from exc
     return {name: int(attrs.get(name, 0)) for name in _DEPTH_ATTRIBUTES}
 
 
@@ -55,8 +58,8 @@ def check_health(settings: Settings) -> tuple[bool, dict[str, Any]]:
     for spec in QUEUES:
         try:
             queues[spec.name] = queue_depth(spec)
-        except (BotoCoreError, ClientError) as exc:
-            failing["sqs"] = f"{spec.queue_name(settings)}: {_describe(exc)}"
+        except ServiceUnavailableError as exc:
+            failing["sqs"] = exc.message
             break  # one failure is enough to report; do not wait out every queue's timeouts
     report: dict[str, Any] = {
         "status": "ok" if not failing else "unavailable",

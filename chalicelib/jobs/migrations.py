@@ -139,18 +139,18 @@ def start_pending(now: datetime | None = None) -> list[str]:
     return pending
 
 
-def _status(migration_id: str) -> str | None:
+def status(migration_id: str) -> str:
     item = _item(migration_id)
-    return item.status if item is not None else None
+    return (item.status if item is not None else None) or "pending"
 
 
 def retry(migration_id: str) -> str:
     """Run a failed migration again (admin API)."""
     if migration_id not in MIGRATIONS:
         raise NotFoundError(f"no migration {migration_id!r}")
-    status = _status(migration_id)
-    if status != "failed":
-        raise ConflictError(f"migration {migration_id} is {status or 'pending'}, not failed")
+    current = status(migration_id)
+    if current != "failed":
+        raise ConflictError(f"migration {migration_id} is {current}, not failed")
     return enqueue.enqueue("platform.run_migration", {"migration_id": migration_id}).job_id
 
 

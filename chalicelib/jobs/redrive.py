@@ -14,7 +14,14 @@ from botocore.exceptions import ClientError
 from chalicelib import aws
 from chalicelib.jobs.queues import QueueSpec
 
-NOT_IMPLEMENTED = {"NotImplemented", "UnsupportedOperation", "InvalidAction", "501"}
+# How an endpoint says it lacks the API (LocalStack, the embedded emulator, older SQS-compatible services).
+NOT_IMPLEMENTED = {
+    "NotImplemented",
+    "UnsupportedOperation",
+    "AWS.SimpleQueueService.UnsupportedOperation",
+    "InvalidAction",
+    "501",
+}
 
 
 def redrive(spec: QueueSpec, max_messages: int = 10_000) -> dict[str, Any]:

@@ -47,6 +47,23 @@ def _retention_check(self: SQSBackend, queue_name: str, message: Message) -> boo
 SQSBackend.is_message_valid_based_on_retention_period = _retention_check  # type: ignore[method-assign]
 
 
+# Actions moto does not implement: answered as SQS answers an unsupported operation (a 400 the SDK does
+# not retry), instead of moto's HTML 500, so callers can fall back to another way at once.
+UNSUPPORTED = {"AmazonSQS.StartMessageMoveTask", "AmazonSQS.ListMessageMoveTasks", "AmazonSQS.CancelMessageMoveTask"}
+
+
+def _unsupported(operation: str, start_response: Any) -> list[bytes]:
+    body = f'{{"__type":"com.amazonaws.sqs#UnsupportedOperation","message":"{operation} is not supported here"}}'
+    start_response(
+        "400 Bad Request",
+        [
+            ("Content-Type", "application/x-amz-json-1.0"),
+            ("x-amzn-query-error", "AWS.SimpleQueueService.UnsupportedOperation;Sender"),
+        ],
+    )
+    return [body.encode()]
+
+
 class ReadersWriterLock:
     """Many readers or one writer; a waiting writer holds new readers back so snapshots are not starved."""
 
@@ -117,6 +134,8 @@ class Emulator:
             if target:  # JSON protocols (DynamoDB, SQS): "DynamoDB_20120810.PutItem", "AmazonSQS.SendMessage"
                 service, _, operation = target.partition(".")
                 self.requests[(service.split("_")[0], operation)] += 1
+                if target in UNSUPPORTED:
+                    return _unsupported(operation, start_response)
             self._lock.acquire_read()
             try:
                 # Materialise the body inside the lock so the request is complete before a snapshot runs.
