@@ -63,7 +63,7 @@ bench: install
 	@set -e; for bench in benchmarks/*.py; do echo "==> $$bench"; $(PY) $$bench; done
 
 synth: install system-deps
-	STAGE=$(STAGE) $(BIN)/cdk-synth 2>/dev/null || STAGE=$(STAGE) $(PY) -m infra.cdk.app synth
+	STAGE=$(STAGE) $(PY) -m infra.cdk.app synth
 
 deploy: install system-deps
 	npx --yes aws-cdk@2 deploy --app "$(PY) -m infra.cdk.app" -c stage=$(STAGE) --require-approval broadening

@@ -28,7 +28,8 @@ from chalicelib.observability import logger
 
 Outcome = Literal["succeeded", "failed", "retrying", "skipped", "requeued", "duplicate"]
 
-# Leave this much of the Lambda's remaining time for recording the outcome after a handler times out.
+# Leave this much of the Lambda's remaining time (at most, and at most a tenth of it) for recording the
+# outcome after a handler times out.
 SAFETY_MARGIN = 2.0
 
 
@@ -70,7 +71,8 @@ def _timeout(definition: JobDefinition, lambda_context: Any) -> float:
     timeout = float(definition.timeout)
     getter = getattr(lambda_context, "get_remaining_time_in_millis", None)
     if getter is not None:
-        timeout = min(timeout, max(0.1, getter() / 1000.0 - SAFETY_MARGIN))
+        remaining = getter() / 1000.0
+        timeout = min(timeout, max(0.1, remaining - min(SAFETY_MARGIN, remaining / 10)))
     return timeout
 
 
@@ -114,7 +116,10 @@ def dispatch(
         finally:
             if renewer:
                 renewer.stop()
-        _succeeded(envelope, definition, owner, started, result, jobs)
+        try:
+            _succeeded(envelope, definition, owner, started, result, jobs, ctx.writes)
+        except runs.JobWritesFailedError as error:
+            return _failed(envelope, definition, owner, started, error, jobs)
         return "succeeded"
     finally:
         if lock_key:
@@ -122,7 +127,13 @@ def dispatch(
 
 
 def _succeeded(
-    envelope: Envelope, definition: JobDefinition, owner: str, started: datetime, result: Any, jobs: Registry
+    envelope: Envelope,
+    definition: JobDefinition,
+    owner: str,
+    started: datetime,
+    result: Any,
+    jobs: Registry,
+    writes: list[Any],
 ) -> None:
     if envelope.then:
         first, rest = envelope.then[0], envelope.then[1:]
@@ -135,7 +146,7 @@ def _succeeded(
             jobs=jobs,
         ).model_copy(update={"id": derived_id(envelope.id, "then"), "chain_id": envelope.chain_id or envelope.id})
         enqueue.send([follower], jobs=jobs)
-    _finish(envelope, definition, owner, JobStatus.SUCCEEDED, started, error=None, result=result)
+    _finish(envelope, definition, owner, JobStatus.SUCCEEDED, started, error=None, result=result, writes=writes)
     _metric("JobSucceeded", envelope.name)
 
 
@@ -169,10 +180,19 @@ def _finish(
     *,
     error: Exception | None,
     result: Any,
+    writes: list[Any] | None = None,
 ) -> None:
     """The job has ended for good: record it, count it, free its fingerprint, move its batch on."""
     recorded = runs.finish(
-        envelope, definition.queue, owner, status, started_at=started, error=error, result=result, count_batch=True
+        envelope,
+        definition.queue,
+        owner,
+        status,
+        started_at=started,
+        error=error,
+        result=result,
+        count_batch=True,
+        writes=writes or (),
     )
     if not recorded:
         logger.warning("another delivery took this attempt over; its outcome stands")

@@ -25,6 +25,9 @@ from chalicelib.jobs.envelope import JOB_NAME_PATTERN, Envelope
 from chalicelib.jobs.queues import get_queue
 from chalicelib.jobs.retry import Retry
 
+# DynamoDB allows 100 items per transaction; the run record, its counters and a batch take 3.
+MAX_JOB_WRITES = 90
+
 
 @dataclass(frozen=True)
 class JobContext:
@@ -33,6 +36,15 @@ class JobContext:
     envelope: Envelope
     lambda_context: Any = None
     previous_result: Any = None  # the result of the job this one continues (`then=`)
+    # DynamoDB writes committed in the same transaction that records the job's success: exactly once,
+    # however often the job is delivered or crashes. See `add_write`.
+    writes: list[Callable[[Any], None]] = field(default_factory=list)
+
+    def add_write(self, write: Callable[[Any], None]) -> None:
+        """Commit `write(tx)` (a PynamoDB TransactWrite) only if, and when, this job is recorded succeeded."""
+        if len(self.writes) >= MAX_JOB_WRITES:
+            raise ValidationError(f"a job can add at most {MAX_JOB_WRITES} transactional writes")
+        self.writes.append(write)
 
     @property
     def job_id(self) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal
@@ -18,7 +19,7 @@ from pynamodb.expressions.update import Action
 from pynamodb.transactions import TransactWrite
 
 from chalicelib.clock import utcnow
-from chalicelib.errors import ValidationError
+from chalicelib.errors import ProjectionistError, ValidationError
 from chalicelib.jobs.envelope import Envelope
 from chalicelib.models.base import connection
 from chalicelib.models.jobs import JobItem
@@ -113,9 +114,11 @@ def finish(
     error: BaseException | None = None,
     result: Any = None,
     count_batch: bool = False,
+    writes: Sequence[Callable[[TransactWrite], None]] = (),
     now: datetime | None = None,
 ) -> bool:
-    """Record the attempt's end (and count it) in one transaction. False if another owner took it over."""
+    """Record the attempt's end (and count it, and commit the job's own `writes`) in one transaction.
+    False if another owner took the attempt over: then nothing of it is written."""
     now = now or utcnow()
     pk, sk = run_key(envelope.id, envelope.attempt)
     duration_ms = max(0, int((now - started_at).total_seconds() * 1000))
@@ -148,11 +151,25 @@ def finish(
                 progress: list[Action] = [JobItem.done.add(1)]
                 progress.append(JobItem.succeeded.add(1) if status is JobStatus.SUCCEEDED else JobItem.failed.add(1))
                 tx.update(JobItem(f"BATCH#{envelope.batch_id}", "BATCH"), actions=progress)
+            for write in writes:
+                write(tx)
     except TransactWriteError as exc:
+        reasons = getattr(exc, "cancellation_reasons", None) or []
+        first = reasons[0] if reasons else None
+        if first is not None and getattr(first, "code", None) == "ConditionalCheckFailed":
+            return False  # the run record's own condition: another delivery owns this attempt now
+        if _conditional_failed(exc) and writes:
+            raise JobWritesFailedError("the job's own transactional writes were refused") from exc
         if _conditional_failed(exc):
             return False
         raise
     return True
+
+
+class JobWritesFailedError(ProjectionistError):
+    """A job's transactional writes were refused (their condition failed): the job did not succeed."""
+
+    code = "job_writes_failed"
 
 
 def _run_data(envelope: Envelope, queue: str) -> dict[str, Any]:

@@ -265,3 +265,24 @@ def test_a_plain_job_costs_two_dynamodb_writes(platform: Callable[..., LocalRunt
 
 
 WRITE_OPERATIONS = {"PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems", "BatchWriteItem"}
+
+
+def test_a_jobs_transactional_writes_commit_once_and_only_on_success(platform: Callable[..., LocalRuntime]) -> None:
+    from chalicelib.models.jobs import JobItem
+
+    @job("it.effect", queue="catalog", retry=QUICK)
+    def effect(ctx: JobContext, n: int, fail: bool = False) -> None:
+        ctx.add_write(lambda tx: tx.update(JobItem("IT", f"EFFECT#{n}"), actions=[JobItem.total.add(1)]))
+        if fail:
+            raise RuntimeError("fails after adding its write")
+
+    platform(fast("catalog"), run_pollers=False)
+    ok = enqueue.build("it.effect", {"n": 1})
+    assert dispatch(ok) == "succeeded"
+    assert dispatch(ok) == "duplicate"
+    assert JobItem.get("IT", "EFFECT#1", consistent_read=True).total == 1
+
+    failing = enqueue.build("it.effect", {"n": 2, "fail": True})
+    assert dispatch(failing) == "retrying"
+    with pytest.raises(JobItem.DoesNotExist):
+        JobItem.get("IT", "EFFECT#2", consistent_read=True)

@@ -1,0 +1,435 @@
+"""The synthesized CloudFormation template, held against the queue specs and the PynamoDB models.
+
+Each stage is synthesized once, in a subprocess exactly as the CDK CLI runs the app (`python -m infra.cdk.app`
+with CDK_OUTDIR set): Chalice imports app.py to package it, and app.py takes its queue names from STAGE at
+import time, so one process can only ever package one stage. Every expected value below is computed from
+`QUEUES`, `all_models()` / `table_schema()` and `Settings`, never copied, so changing a spec without the
+stack following it (or the other way round) fails here.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from chalice.utils import to_cfn_resource_name
+
+from chalicelib.jobs.queues import QUEUES, VISIBILITY_FACTOR, QueueSpec, lambda_queues
+from chalicelib.models import all_models
+from chalicelib.models.base import table_schema
+from chalicelib.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+STAGES = ("dev", "prod")
+SYNTH_TIMEOUT = 600  # a cold Chalice dependency cache means a pip download of requirements.txt
+REPORT_BATCH_ITEM_FAILURES = ["ReportBatchItemFailures"]
+
+pytestmark = [pytest.mark.infra, pytest.mark.timeout(SYNTH_TIMEOUT + 120)]
+
+Resource = dict[str, Any]
+
+
+@dataclass
+class EventSource:
+    """An SQS event source, whether a SAM SQS event on a function or a plain AWS::Lambda::EventSourceMapping."""
+
+    function_id: str
+    queue_arn: Any
+    properties: dict[str, Any]
+
+
+@dataclass
+class Synth:
+    stage: str
+    template_path: Path
+    template: dict[str, Any]
+    settings: Settings = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.settings = Settings(stage=self.stage)
+
+    @property
+    def resources(self) -> dict[str, Resource]:
+        result: dict[str, Resource] = self.template["Resources"]
+        return result
+
+    def of_type(self, resource_type: str) -> dict[str, Resource]:
+        return {k: v for k, v in self.resources.items() if v["Type"] == resource_type}
+
+    def one(self, resource_type: str, prop: str, value: Any) -> tuple[str, Resource]:
+        found = [(k, v) for k, v in self.of_type(resource_type).items() if v["Properties"].get(prop) == value]
+        assert len(found) == 1, f"expected one {resource_type} with {prop}={value!r}, found {[k for k, _ in found]}"
+        return found[0]
+
+    def queue(self, name: str) -> tuple[str, Resource]:
+        return self.one("AWS::SQS::Queue", "QueueName", name)
+
+    def function(self, name: str) -> tuple[str, Resource]:
+        logical_id = to_cfn_resource_name(name)  # how Chalice names a function's resource
+        resource = self.resources.get(logical_id)
+        assert resource is not None, f"no function {name!r} ({logical_id}) in the template"
+        assert resource["Type"] in ("AWS::Serverless::Function", "AWS::Lambda::Function")
+        return logical_id, resource
+
+    def event_sources(self) -> list[EventSource]:
+        found = []
+        for logical_id, fn in self.of_type("AWS::Serverless::Function").items():
+            for event in fn["Properties"].get("Events", {}).values():
+                if event["Type"] == "SQS":
+                    found.append(EventSource(logical_id, event["Properties"]["Queue"], event["Properties"]))
+        for esm in self.of_type("AWS::Lambda::EventSourceMapping").values():
+            props = esm["Properties"]
+            function_ref = props["FunctionName"]
+            function_id = function_ref.get("Ref") or function_ref.get("Fn::GetAtt", [None])[0]
+            found.append(EventSource(function_id, props["EventSourceArn"], props))
+        return found
+
+
+def _synthesize(stage: str, workdir: Path) -> Synth:
+    if shutil.which("node") is None:
+        pytest.fail("Node.js is needed to synthesize the CDK stack (`make system-deps` installs it)")
+    outdir = workdir / "cdk.out"
+    env = {
+        **os.environ,
+        "STAGE": stage,
+        "CDK_OUTDIR": str(outdir),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        "JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION": "1",
+    }
+    env.pop("CDK_CONTEXT_JSON", None)
+    # The working directory is where Chalice writes chalice.out/, so each synthesis gets its own.
+    result = subprocess.run(
+        [sys.executable, "-m", "infra.cdk.app"],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=SYNTH_TIMEOUT,
+        check=False,
+    )
+    assert result.returncode == 0, f"synthesis of {stage} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+    manifest = json.loads((outdir / "manifest.json").read_text())
+    stacks = [a for a in manifest["artifacts"].values() if a["type"] == "aws:cloudformation:stack"]
+    assert len(stacks) == 1, f"expected one stack per stage, found {len(stacks)}"
+    template_path = outdir / stacks[0]["properties"]["templateFile"]
+    return Synth(stage, template_path, json.loads(template_path.read_text()))
+
+
+@pytest.fixture(scope="module", params=STAGES)
+def synth(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Synth:
+    """Given the stack of one stage, synthesized once for all the tests of this module."""
+    return _synthesize(request.param, tmp_path_factory.mktemp(f"cdk-{request.param}"))
+
+
+def _arn_of(logical_id: str) -> dict[str, Any]:
+    return {"Fn::GetAtt": [logical_id, "Arn"]}
+
+
+def _lambda_spec_ids() -> list[str]:
+    return [spec.name for spec in lambda_queues()]
+
+
+# -- SQS: queues, DLQs, event sources --------------------------------------------------------------------------
+
+
+def _assert_consumer_event_source(synth: Synth, spec: QueueSpec) -> None:
+    # Given the queue's consumer function and the queue itself
+    function_id, _ = synth.function(spec.consumer_name)
+    queue_id, _ = synth.queue(spec.queue_name(synth.settings))
+
+    # When looking for the event sources of that function
+    sources = [s for s in synth.event_sources() if s.function_id == function_id]
+
+    # Then there is exactly one, on the CDK queue, with the spec's batching and concurrency and partial failures
+    assert len(sources) == 1, f"{spec.consumer_name}: {len(sources)} SQS event sources"
+    source = sources[0]
+    assert source.queue_arn == _arn_of(queue_id)
+    assert source.properties["BatchSize"] == spec.batch_size
+    assert source.properties.get("MaximumBatchingWindowInSeconds", 0) == spec.max_batching_window
+    assert source.properties["ScalingConfig"]["MaximumConcurrency"] == spec.max_concurrency
+    assert source.properties["FunctionResponseTypes"] == REPORT_BATCH_ITEM_FAILURES
+
+
+@pytest.mark.parametrize("spec", lambda_queues(), ids=_lambda_spec_ids())
+def test_each_lambda_queue_feeds_its_consumer_with_the_spec_settings(synth: Synth, spec: QueueSpec) -> None:
+    _assert_consumer_event_source(synth, spec)
+
+
+@pytest.fixture(scope="module")
+def transformed(synth: Synth) -> Synth:
+    """The template as CloudFormation deploys it, after the SAM transform (with aws-sam-translator, if installed)."""
+    sam = pytest.importorskip("samtranslator.translator.transform", reason="aws-sam-translator is not installed")
+
+    class NoManagedPolicies:  # the functions use the stack's role: SAM attaches no managed policy of its own
+        def load(self) -> dict[str, str]:
+            return {}
+
+    region = {"AWS::Region": synth.settings.aws_region}
+    return Synth(
+        synth.stage, synth.template_path, sam.transform(copy.deepcopy(synth.template), region, NoManagedPolicies())
+    )
+
+
+@pytest.mark.parametrize("spec", lambda_queues(), ids=_lambda_spec_ids())
+def test_after_the_sam_transform_each_consumer_has_its_event_source_mapping(
+    transformed: Synth, spec: QueueSpec
+) -> None:
+    # The SAM SQS event becomes an AWS::Lambda::EventSourceMapping that keeps every property set above.
+    assert not transformed.of_type("AWS::Serverless::Function")
+    _assert_consumer_event_source(transformed, spec)
+
+
+def test_only_lambda_queues_have_lambda_event_sources(synth: Synth) -> None:
+    # Given the ARNs of the queues that a Lambda consumes
+    expected = sorted(json.dumps(_arn_of(synth.queue(spec.queue_name(synth.settings))[0])) for spec in lambda_queues())
+
+    # When collecting every SQS event source of the template
+    actual = sorted(json.dumps(source.queue_arn) for source in synth.event_sources())
+
+    # Then each Lambda queue has one and the streamer's queues (torrent) none
+    assert actual == expected
+
+
+@pytest.mark.parametrize("spec", QUEUES, ids=[spec.name for spec in QUEUES])
+def test_each_queue_has_its_dlq_with_the_spec_settings(synth: Synth, spec: QueueSpec) -> None:
+    # Given the queue and the DLQ named after the spec
+    _, queue = synth.queue(spec.queue_name(synth.settings))
+    dlq_id, dlq = synth.queue(spec.dlq_name(synth.settings))
+    props, dlq_props = queue["Properties"], dlq["Properties"]
+
+    # Then the queue redrives to that DLQ after the spec's number of receives
+    assert props["RedrivePolicy"] == {"deadLetterTargetArn": _arn_of(dlq_id), "maxReceiveCount": spec.max_receive_count}
+    # And both have the spec's timeouts, retention and FIFO-ness
+    assert props["VisibilityTimeout"] == spec.visibility_timeout
+    assert props["MessageRetentionPeriod"] == spec.retention_seconds
+    assert dlq_props["MessageRetentionPeriod"] == spec.dlq_retention_seconds
+    for p in (props, dlq_props):
+        assert bool(p.get("FifoQueue", False)) == spec.fifo
+        if spec.fifo:
+            assert p.get("ContentBasedDeduplication", False) is False
+    assert "RedrivePolicy" not in dlq_props
+
+
+def test_the_stack_has_no_queue_the_specs_do_not_name(synth: Synth) -> None:
+    # Given every queue and DLQ name the specs derive for this stage
+    expected = sorted(
+        name for spec in QUEUES for name in (spec.queue_name(synth.settings), spec.dlq_name(synth.settings))
+    )
+
+    # Then the template holds exactly those queues
+    assert sorted(q["Properties"]["QueueName"] for q in synth.of_type("AWS::SQS::Queue").values()) == expected
+
+
+@pytest.mark.parametrize("spec", lambda_queues(), ids=_lambda_spec_ids())
+def test_consumer_timeout_is_the_spec_handler_timeout(synth: Synth, spec: QueueSpec) -> None:
+    # Given the consumer function and its queue
+    _, function = synth.function(spec.consumer_name)
+    _, queue = synth.queue(spec.queue_name(synth.settings))
+
+    # Then the function times out after the spec's handler timeout
+    timeout = function["Properties"]["Timeout"]
+    assert timeout == spec.handler_timeout
+    # And the queue hides a message long enough for AWS's rule (visibility >= 6x the function timeout)
+    assert queue["Properties"]["VisibilityTimeout"] >= VISIBILITY_FACTOR * timeout
+
+
+@pytest.mark.parametrize("spec", QUEUES, ids=[spec.name for spec in QUEUES])
+def test_each_dlq_has_a_not_empty_alarm(synth: Synth, spec: QueueSpec) -> None:
+    # Given the DLQ of the queue
+    dlq_id, _ = synth.queue(spec.dlq_name(synth.settings))
+    dimension = [{"Name": "QueueName", "Value": {"Fn::GetAtt": [dlq_id, "QueueName"]}}]
+
+    # When looking for alarms on that DLQ's visible messages
+    alarms = [
+        a["Properties"]
+        for a in synth.of_type("AWS::CloudWatch::Alarm").values()
+        if a["Properties"].get("Dimensions") == dimension
+        and a["Properties"].get("MetricName") == "ApproximateNumberOfMessagesVisible"
+    ]
+
+    # Then one fires as soon as there is one, and notifies someone
+    assert len(alarms) == 1
+    alarm = alarms[0]
+    assert alarm["Namespace"] == "AWS/SQS"
+    assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
+    assert alarm["Threshold"] == 0
+    assert alarm["AlarmActions"]
+
+
+# -- DynamoDB ----------------------------------------------------------------------------------------------------
+
+
+def _sorted(items: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    return sorted(items, key=lambda item: str(item[key]))
+
+
+@pytest.mark.parametrize("model", all_models(), ids=[m.Meta.logical_name for m in all_models()])
+def test_each_table_matches_its_model(synth: Synth, model: Any) -> None:
+    # Given the model's schema and the table named after it
+    schema = table_schema(model)
+    _, table = synth.one("AWS::DynamoDB::Table", "TableName", synth.settings.resource_name(schema["logical_name"]))
+    props = table["Properties"]
+
+    # Then keys, attribute types and indexes are the model's
+    assert props["KeySchema"] == schema["key_schema"]
+    assert _sorted(props["AttributeDefinitions"], "AttributeName") == _sorted(
+        schema["attribute_definitions"], "AttributeName"
+    )
+    expected_indexes = {
+        gsi["index_name"]: {"KeySchema": gsi["key_schema"], "Projection": gsi["projection"]}
+        for gsi in schema["global_secondary_indexes"]
+    }
+    actual_indexes = {
+        gsi["IndexName"]: {"KeySchema": gsi["KeySchema"], "Projection": gsi["Projection"]}
+        for gsi in props.get("GlobalSecondaryIndexes", [])
+    }
+    assert actual_indexes == expected_indexes
+    # And items expire by the model's TTL attribute; capacity is on demand
+    if schema["ttl_attribute"]:
+        assert props["TimeToLiveSpecification"] == {"AttributeName": schema["ttl_attribute"], "Enabled": True}
+    else:
+        assert "TimeToLiveSpecification" not in props
+    assert props["BillingMode"] == "PAY_PER_REQUEST"
+    # And only prod keeps backups and outlives the stack
+    pitr = props.get("PointInTimeRecoverySpecification", {}).get("PointInTimeRecoveryEnabled", False)
+    assert pitr is (synth.stage == "prod")
+    assert table["DeletionPolicy"] == ("Retain" if synth.stage == "prod" else "Delete")
+
+
+def test_the_stack_has_no_table_the_models_do_not_name(synth: Synth) -> None:
+    expected = sorted(synth.settings.resource_name(table_schema(m)["logical_name"]) for m in all_models())
+    assert sorted(t["Properties"]["TableName"] for t in synth.of_type("AWS::DynamoDB::Table").values()) == expected
+
+
+# -- S3, IAM, the Chalice functions ------------------------------------------------------------------------------
+
+
+def test_bucket_is_private_encrypted_and_tls_only(synth: Synth) -> None:
+    # Given the stack's one bucket
+    buckets = synth.of_type("AWS::S3::Bucket")
+    assert len(buckets) == 1
+    ((bucket_id, bucket),) = buckets.items()
+    props = bucket["Properties"]
+
+    # Then no public access, encryption at rest, and a policy that refuses plain HTTP
+    assert all(props["PublicAccessBlockConfiguration"].values())
+    assert len(props["PublicAccessBlockConfiguration"]) == 4
+    assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    policies = [
+        p for p in synth.of_type("AWS::S3::BucketPolicy").values() if p["Properties"]["Bucket"] == {"Ref": bucket_id}
+    ]
+    statements = [s for p in policies for s in p["Properties"]["PolicyDocument"]["Statement"]]
+    assert any(
+        s["Effect"] == "Deny" and s.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}} for s in statements
+    )
+    assert bucket["DeletionPolicy"] == ("Retain" if synth.stage == "prod" else "Delete")
+
+
+def _role_statements(synth: Synth, role_id: str) -> list[dict[str, Any]]:
+    statements = []
+    for policy in synth.of_type("AWS::IAM::Policy").values():
+        if {"Ref": role_id} in policy["Properties"]["Roles"]:
+            statements.extend(policy["Properties"]["PolicyDocument"]["Statement"])
+    for policy in synth.of_type("AWS::IAM::ManagedPolicy").values():
+        if {"Ref": role_id} in policy["Properties"].get("Roles", []):
+            statements.extend(policy["Properties"]["PolicyDocument"]["Statement"])
+    return statements
+
+
+def _allows(statements: list[dict[str, Any]], action: str, resource: Any) -> bool:
+    def as_list(value: Any) -> list[Any]:
+        return value if isinstance(value, list) else [value]
+
+    return any(
+        s["Effect"] == "Allow" and action in as_list(s["Action"]) and resource in as_list(s["Resource"])
+        for s in statements
+    )
+
+
+def test_every_function_runs_as_the_stack_role_with_the_stage_environment(synth: Synth) -> None:
+    # Given the functions Chalice generated, the role and the bucket of the stack
+    functions = synth.of_type("AWS::Serverless::Function")
+    ((bucket_id, _),) = synth.of_type("AWS::S3::Bucket").items()
+    roles = {json.dumps(fn["Properties"]["Role"]) for fn in functions.values()}
+
+    # Then all of them run as one role that the stack itself creates
+    assert len(roles) == 1
+    role_ref = json.loads(roles.pop())
+    role_id = role_ref["Fn::GetAtt"][0]
+    assert synth.resources[role_id]["Type"] == "AWS::IAM::Role"
+    # And they know their stage and the bucket's generated name; Chalice packaged the same stage
+    for logical_id, fn in functions.items():
+        variables = fn["Properties"]["Environment"]["Variables"]
+        assert variables["STAGE"] == synth.stage, logical_id
+        assert variables["BUCKET_NAME"] == {"Ref": bucket_id}, logical_id
+        assert f"stage={synth.stage}:" in fn["Properties"]["Tags"]["aws-chalice"], logical_id
+
+
+def test_the_role_reaches_every_queue_table_index_and_the_bucket(synth: Synth) -> None:
+    # Given the role the functions run as, and what it may do
+    _, function = synth.function(lambda_queues()[0].consumer_name)
+    role_id = function["Properties"]["Role"]["Fn::GetAtt"][0]
+    statements = _role_statements(synth, role_id)
+    managed = synth.resources[role_id]["Properties"].get("ManagedPolicyArns", [])
+
+    # Then it writes logs
+    assert any("AWSLambdaBasicExecutionRole" in json.dumps(arn) for arn in managed)
+    # And sends to, receives from and inspects every queue and DLQ; it may move DLQ messages back
+    for spec in QUEUES:
+        dlq_id, _ = synth.queue(spec.dlq_name(synth.settings))
+        for name in (spec.queue_name(synth.settings), spec.dlq_name(synth.settings)):
+            queue_arn = _arn_of(synth.queue(name)[0])
+            for action in ("sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"):
+                assert _allows(statements, action, queue_arn), (action, name)
+        assert _allows(statements, "sqs:StartMessageMoveTask", _arn_of(dlq_id))
+    # And reads and writes every table and its indexes
+    for model in all_models():
+        table_id, _ = synth.one(
+            "AWS::DynamoDB::Table", "TableName", synth.settings.resource_name(table_schema(model)["logical_name"])
+        )
+        index_arn = {"Fn::Join": ["", [_arn_of(table_id), "/index/*"]]}
+        for action in ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query", "dynamodb:ConditionCheckItem"):
+            assert _allows(statements, action, _arn_of(table_id)), action
+        assert _allows(statements, "dynamodb:Query", index_arn)
+    # And the objects of the bucket
+    ((bucket_id, _),) = synth.of_type("AWS::S3::Bucket").items()
+    objects_arn = {"Fn::Join": ["", [_arn_of(bucket_id), "/*"]]}
+    assert _allows(statements, "s3:PutObject", objects_arn)
+    assert _allows(statements, "s3:GetObject*", objects_arn)
+
+
+def test_consumers_wait_for_the_role_policy(synth: Synth) -> None:
+    # An event source mapping is refused when its role cannot yet receive from the queue, so every consumer
+    # (and with it the mapping SAM generates) is created after the role's policies.
+    _, function = synth.function(lambda_queues()[0].consumer_name)
+    role_id = function["Properties"]["Role"]["Fn::GetAtt"][0]
+    policy_ids = {
+        logical_id
+        for logical_id, p in {**synth.of_type("AWS::IAM::Policy"), **synth.of_type("AWS::IAM::ManagedPolicy")}.items()
+        if {"Ref": role_id} in p["Properties"].get("Roles", [])
+    }
+    assert policy_ids
+    for spec in lambda_queues():
+        _, fn = synth.function(spec.consumer_name)
+        assert policy_ids <= set(fn.get("DependsOn", [])), spec.consumer_name
+
+
+# -- cfn-lint ----------------------------------------------------------------------------------------------------
+
+
+def test_template_passes_cfn_lint(synth: Synth) -> None:
+    from cfnlint.api import lint
+
+    # When cfn-lint checks the synthesized template (SAM resources against SAM's own schemas)
+    matches = lint(synth.template_path.read_text(), regions=[synth.settings.aws_region])
+
+    # Then it finds neither errors nor warnings (none is ignored)
+    assert [f"{m.rule.id} {m.message} ({'/'.join(map(str, m.path))})" for m in matches] == []
