@@ -102,6 +102,7 @@ class QueuePoller:
         region: str = "us-east-1",
         wait_seconds: int = 1,
         function_name: str | None = None,
+        idle_sleep: float = 0.1,
     ) -> None:
         self.spec = spec
         self.handler = handler
@@ -110,6 +111,7 @@ class QueuePoller:
         self.region = region
         # Short long-polls keep shutdown prompt; Lambda's pollers also poll continuously.
         self.wait_seconds = wait_seconds
+        self.idle_sleep = idle_sleep
         self.function_name = function_name or spec.consumer_name
         self.stats = PollerStats()
         self._slots = threading.BoundedSemaphore(spec.max_concurrency)
@@ -153,6 +155,8 @@ class QueuePoller:
                 continue
             if not messages:
                 self._slots.release()
+                if not self.wait_seconds:
+                    self._stop.wait(self.idle_sleep)  # no long poll: back off a little on an empty queue
                 continue
             self._executor.submit(self._run_batch, messages)
 

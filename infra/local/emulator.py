@@ -14,7 +14,7 @@ import os
 import pickle
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,15 @@ def _unsupported(operation: str, start_response: Any) -> list[bytes]:
         ],
     )
     return [body.encode()]
+
+
+def _service_of(environ: dict[str, Any]) -> str:
+    target = environ.get("HTTP_X_AMZ_TARGET", "")
+    if target:
+        return target.partition(".")[0]
+    auth = environ.get("HTTP_AUTHORIZATION", "")  # SigV4: Credential=KEY/DATE/REGION/SERVICE/aws4_request
+    parts = auth.split("Credential=", 1)[-1].split("/")
+    return parts[3] if len(parts) > 3 else "other"
 
 
 class ReadersWriterLock:
@@ -117,6 +126,7 @@ class Emulator:
         self._dirty = False
         # AWS API requests served, by (service, operation): what benchmarks and cost tests count.
         self.requests: Counter[tuple[str, str]] = Counter()
+        self._service_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
 
     @property
     def url(self) -> str:
@@ -137,6 +147,10 @@ class Emulator:
                 if target in UNSUPPORTED:
                     return _unsupported(operation, start_response)
             self._lock.acquire_read()
+            # moto's backends are not thread-safe (concurrent SQS receives deep-copy messages another thread
+            # changes): one request at a time per service. Pollers here do not long-poll, so none holds it.
+            service_lock = self._service_locks[_service_of(environ)]
+            service_lock.acquire()
             try:
                 # Materialise the body inside the lock so the request is complete before a snapshot runs.
                 result = list(inner(environ, start_response))
@@ -144,6 +158,7 @@ class Emulator:
                     self._dirty = True
                 return result
             finally:
+                service_lock.release()
                 self._lock.release_read()
 
         return app

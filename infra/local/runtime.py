@@ -143,7 +143,10 @@ class LocalRuntime:
             if handler is None:
                 continue  # e.g. the torrent queue: consumed by the streamer, not by a Lambda
             url = aws.queue_url(spec.queue_name(settings))
-            poller = QueuePoller(spec, handler, sqs=aws.sqs(), queue_url=url, region=settings.aws_region)
+            # No long polls against the emulator: it serves one SQS request at a time (see emulator.py).
+            poller = QueuePoller(
+                spec, handler, sqs=aws.sqs(), queue_url=url, region=settings.aws_region, wait_seconds=0
+            )
             poller.start()
             self.pollers.append(poller)
 
