@@ -26,6 +26,7 @@ from chalicelib.settings import Settings
 from infra.local.runtime import LocalRuntime, RuntimeOptions
 from tests.conftest import unique_stage
 from tests.factories import run_directly
+from tests.integration.platform_fixtures import wait_for
 
 
 def fast_spec(name: str, **overrides: Any) -> QueueSpec:
@@ -122,15 +123,6 @@ def depth(queue_name: str) -> dict[str, int]:
         "visible": int(attrs["ApproximateNumberOfMessages"]),
         "in_flight": int(attrs["ApproximateNumberOfMessagesNotVisible"]),
     }
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def test_a_batch_of_ten_with_three_failing_leaves_exactly_the_three_for_redelivery(
