@@ -9,7 +9,6 @@ need a redelivery wait for it (a few seconds, not minutes).
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -26,7 +25,7 @@ from chalicelib.settings import Settings
 from infra.local.runtime import LocalRuntime, RuntimeOptions
 from tests.conftest import unique_stage
 from tests.factories import run_directly
-from tests.integration.platform_fixtures import wait_for
+from tests.integration.platform_fixtures import Probe, wait_for
 
 
 def fast_spec(name: str, **overrides: Any) -> QueueSpec:
@@ -37,40 +36,20 @@ def fast_spec(name: str, **overrides: Any) -> QueueSpec:
     return QueueSpec(**values)
 
 
-class Recorder:
-    """Counts job runs and how many run at the same time."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.runs: list[Any] = []
-        self.running = 0
-        self.max_running = 0
-
-    def enter(self) -> None:
-        with self.lock:
-            self.running += 1
-            self.max_running = max(self.max_running, self.running)
-
-    def leave(self, value: Any) -> None:
-        with self.lock:
-            self.running -= 1
-            self.runs.append(value)
-
-
 @pytest.fixture
-def recorder() -> Iterator[Recorder]:
-    rec = Recorder()
+def recorder() -> Iterator[Probe]:
+    rec = Probe()
 
     @job("it.work", queue="catalog")
     def work(ctx: JobContext, n: int, fail: bool = False, sleep: float = 0.0) -> int:
-        rec.enter()
-        try:
-            time.sleep(sleep)
-            if fail:
-                raise RuntimeError(f"{n} fails")
-            return n
-        finally:
-            rec.leave(n)
+        with rec:
+            try:
+                time.sleep(sleep)
+                if fail:
+                    raise RuntimeError(f"{n} fails")
+                return n
+            finally:
+                rec.record(n)
 
     yield rec
     registry.unregister("it.work")
@@ -126,7 +105,7 @@ def depth(queue_name: str) -> dict[str, int]:
 
 
 def test_a_batch_of_ten_with_three_failing_leaves_exactly_the_three_for_redelivery(
-    start_runtime: Callable[..., LocalRuntime], recorder: Recorder
+    start_runtime: Callable[..., LocalRuntime], recorder: Probe
 ) -> None:
     spec = fast_spec("partial", max_batching_window=2, max_receive_count=5)
     runtime = start_runtime(spec, run_pollers=False)
@@ -162,7 +141,7 @@ def receive_all(queue_name: str, wait_seconds: float) -> list[dict[str, Any]]:
 
 
 def test_a_record_failing_every_time_lands_in_the_dlq_after_max_receive_count(
-    start_runtime: Callable[..., LocalRuntime], recorder: Recorder
+    start_runtime: Callable[..., LocalRuntime], recorder: Probe
 ) -> None:
     spec = fast_spec("poison", max_receive_count=2, batch_size=5)
     start_runtime(spec)
@@ -176,37 +155,35 @@ def test_a_record_failing_every_time_lands_in_the_dlq_after_max_receive_count(
     assert "{not an envelope" in bodies
     assert any(Envelope.parse(b).args == {"n": 1, "fail": True} for b in bodies if b.startswith('{"'))
     # Each was received exactly max_receive_count times by the handler before SQS moved it.
-    assert recorder.runs.count(1) == spec.max_receive_count
+    assert recorder.calls.count(1) == spec.max_receive_count
     # The good record was not held back by the bad ones, and ran once.
-    assert recorder.runs.count(2) == 1
+    assert recorder.calls.count(2) == 1
     assert depth(spec.queue_name(settings)) == {"visible": 0, "in_flight": 0}
 
 
 def test_max_concurrency_two_never_runs_more_than_two_handlers_at_once(
-    start_runtime: Callable[..., LocalRuntime], recorder: Recorder
+    start_runtime: Callable[..., LocalRuntime], recorder: Probe
 ) -> None:
     spec = fast_spec("slow", batch_size=1, max_concurrency=2)
     runtime = start_runtime(spec, run_pollers=False)
     settings = runtime_settings()
     send(spec, settings, [Envelope(name="it.work", args={"n": n, "sleep": 0.2}).to_body() for n in range(20)])
     runtime.start_pollers()
-    wait_for(lambda: len(recorder.runs) == 20, 30, "20 slow jobs")
+    wait_for(lambda: len(recorder.calls) == 20, 30, "20 slow jobs")
     # Measured inside the handlers, not taken from the poller's own bookkeeping.
     assert recorder.max_running == 2
-    assert sorted(recorder.runs) == list(range(20))
+    assert sorted(recorder.calls) == list(range(20))
     assert runtime.pollers[0].stats.max_in_flight == 2
 
 
-def test_stopping_lets_handlers_in_flight_finish(
-    start_runtime: Callable[..., LocalRuntime], recorder: Recorder
-) -> None:
+def test_stopping_lets_handlers_in_flight_finish(start_runtime: Callable[..., LocalRuntime], recorder: Probe) -> None:
     spec = fast_spec("drain", batch_size=1, max_concurrency=2)
     runtime = start_runtime(spec)
     settings = runtime_settings()
     send(spec, settings, [Envelope(name="it.work", args={"n": n, "sleep": 0.8}).to_body() for n in range(2)])
     wait_for(lambda: recorder.running == 2, 10, "two handlers to start")
     runtime.pollers[0].stop(wait=True)
-    assert recorder.running == 0 and sorted(recorder.runs) == [0, 1]
+    assert recorder.running == 0 and sorted(recorder.calls) == [0, 1]
     assert depth(spec.queue_name(settings)) == {"visible": 0, "in_flight": 0}  # both deleted, none lost
 
 
