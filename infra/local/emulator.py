@@ -8,6 +8,7 @@ snapshot consistent: requests share the lock, a snapshot takes it alone, between
 
 from __future__ import annotations
 
+import copy
 import copyreg
 import logging
 import os
@@ -18,8 +19,12 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+from moto import backends as moto_backends
 from moto.backends import get_backend
 from moto.core.utils import unix_time
+from moto.dynamodb import models as dynamodb_models
+from moto.dynamodb.models import DynamoDBBackend
+from moto.dynamodb.models.dynamo_type import DynamoType
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from moto.sqs.models import Message, SQSBackend
 from werkzeug.serving import BaseWSGIServer, make_server
@@ -45,6 +50,57 @@ def _retention_check(self: SQSBackend, queue_name: str, message: Message) -> boo
 
 
 SQSBackend.is_message_valid_based_on_retention_period = _retention_check  # type: ignore[method-assign]
+
+# moto's dispatcher lists its package folder on disk for every request to tell whether the Host header
+# names a service; the folder does not change while we run, so list it once (a fifth of a request's time).
+_MOTO_MODULES = tuple(moto_backends.list_of_moto_modules())
+moto_backends.list_of_moto_modules = lambda: _MOTO_MODULES
+
+
+class _ShallowTableCopy:
+    """Stands in for the `copy` module inside moto's DynamoDB backend: its transactions deep-copy every table
+    they touch to roll back on failure, so one TransactWriteItems costs O(table size) and a table of a few
+    thousand items makes each transaction take a second. `_transact_write_items` backs up only the items a
+    transaction touches instead; here a Table "copy" is the table itself (everything else is copied as usual).
+    """
+
+    @staticmethod
+    def deepcopy(value: Any, memo: Any = None) -> Any:
+        return value if isinstance(value, dynamodb_models.Table) else copy.deepcopy(value, memo)
+
+
+_moto_transact_write_items = DynamoDBBackend.transact_write_items
+
+
+def _transact_write_items(self: DynamoDBBackend, transact_items: list[dict[str, Any]]) -> None:
+    backups: list[tuple[Any, DynamoType, DynamoType | None, Any]] = []
+    for entry in transact_items:
+        op = next(iter(entry.values()), None)
+        table = self.tables.get(str(op.get("TableName"))) if isinstance(op, dict) else None
+        key = (op.get("Key") or op.get("Item")) if isinstance(op, dict) else None
+        if table is None or not isinstance(key, dict) or table.hash_key_attr not in key:
+            continue
+        hash_value = DynamoType(key[table.hash_key_attr])
+        range_attr = table.range_key_attr
+        range_value = DynamoType(key[range_attr]) if range_attr and range_attr in key else None
+        if range_attr and range_value is None:
+            continue
+        backups.append((table, hash_value, range_value, copy.deepcopy(table.get_item(hash_value, range_value))))
+    try:
+        _moto_transact_write_items(self, transact_items)
+    except Exception:
+        for table, hash_value, range_value, item in reversed(backups):  # undo in reverse: first backup wins
+            table.delete_item(hash_value, range_value)
+            if item is not None:
+                if range_value is not None:
+                    table.items[hash_value][range_value] = item
+                else:
+                    table.items[hash_value] = item
+        raise
+
+
+dynamodb_models.copy = _ShallowTableCopy  # type: ignore[assignment]
+DynamoDBBackend.transact_write_items = _transact_write_items  # type: ignore[method-assign]
 
 
 # Actions moto does not implement: answered as SQS answers an unsupported operation (a 400 the SDK does

@@ -49,3 +49,51 @@ def test_a_snapshot_restores_into_a_fresh_backend(tmp_path: Path) -> None:
         assert [m["Body"] for m in sqs.receive_message(QueueUrl=url)["Messages"]] == ["kept"]  # type: ignore[attr-defined]
     finally:
         second.stop()
+
+
+def test_a_cancelled_transaction_leaves_every_item_as_it_was(emulator: Emulator) -> None:
+    # The emulator backs up only the items a transaction touches (moto copies the whole table); a
+    # cancelled transaction must still undo its earlier writes and keep every other item.
+    ddb = client(emulator, "dynamodb")
+    ddb.create_table(  # type: ignore[attr-defined]
+        TableName="tx-check",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    for n in range(3):
+        ddb.put_item(TableName="tx-check", Item={"pk": {"S": "a"}, "sk": {"S": str(n)}, "v": {"N": str(n)}})  # type: ignore[attr-defined]
+
+    def items() -> dict[str, object]:
+        found = ddb.query(  # type: ignore[attr-defined]
+            TableName="tx-check", KeyConditionExpression="pk = :a", ExpressionAttributeValues={":a": {"S": "a"}}
+        )["Items"]
+        return {i["sk"]["S"]: i.get("v") for i in found}
+
+    before = items()
+    cancelled = False
+    try:
+        ddb.transact_write_items(  # type: ignore[attr-defined]
+            TransactItems=[
+                {"Update": {"TableName": "tx-check", "Key": {"pk": {"S": "a"}, "sk": {"S": "0"}},
+                            "UpdateExpression": "SET v = :x", "ExpressionAttributeValues": {":x": {"N": "99"}}}},
+                {"Put": {"TableName": "tx-check", "Item": {"pk": {"S": "a"}, "sk": {"S": "new"}}}},
+                {"Delete": {"TableName": "tx-check", "Key": {"pk": {"S": "a"}, "sk": {"S": "1"}}}},
+                {"Update": {"TableName": "tx-check", "Key": {"pk": {"S": "a"}, "sk": {"S": "2"}},
+                            "UpdateExpression": "SET v = :x", "ConditionExpression": "v = :wrong",
+                            "ExpressionAttributeValues": {":x": {"N": "7"}, ":wrong": {"N": "-1"}}}},
+            ]
+        )  # fmt: skip
+    except ddb.exceptions.TransactionCanceledException:  # type: ignore[attr-defined]
+        cancelled = True
+
+    assert cancelled
+    assert items() == before
+
+    ddb.transact_write_items(  # type: ignore[attr-defined]
+        TransactItems=[{"Put": {"TableName": "tx-check", "Item": {"pk": {"S": "a"}, "sk": {"S": "new"}}}}]
+    )
+    assert set(items()) == {"0", "1", "2", "new"}
