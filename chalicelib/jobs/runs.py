@@ -91,10 +91,14 @@ def start(envelope: Envelope, queue: str, owner: str, lease: float, now: datetim
     # The earlier delivery died mid-run (its lease ran out): take the attempt over.
     data = dict(existing.data or {})
     data["lease_until"] = (now + timedelta(seconds=lease)).isoformat()
-    data["taken_over"] = int(data.get("taken_over", 0)) + 1
     try:
         existing.update(
-            actions=[JobItem.owner.set(owner), JobItem.data.set(data), JobItem.updated_at.set(now)],
+            actions=[
+                JobItem.owner.set(owner),
+                JobItem.data.set(data),
+                JobItem.updated_at.set(now),
+                JobItem.takeovers.add(1),
+            ],
             condition=(JobItem.owner == existing.owner) & (JobItem.status == JobStatus.RUNNING.value),
         )
         return "started"
@@ -196,6 +200,7 @@ def to_dict(item: JobItem) -> dict[str, Any]:
         "job_id": item.pk.removeprefix("JOB#"),
         "attempt": int(item.sk.removeprefix("RUN#")),
         "status": item.status,
+        "takeovers": int(item.takeovers or 0),
         **{k: v for k, v in data.items() if k != "attempt"},
         "started_at": data.get("started_at") or (item.created_at.isoformat() if item.created_at else None),
     }

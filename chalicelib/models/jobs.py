@@ -56,6 +56,7 @@ class JobItem(Model):
     succeeded = NumberAttribute(null=True)
     failed = NumberAttribute(null=True)
     duration_ms = NumberAttribute(null=True)
+    takeovers = NumberAttribute(null=True)  # a run's deliveries that took it over after a crash
     created_at = UTCDateTimeAttribute(null=True)
     updated_at = UTCDateTimeAttribute(null=True)
     lease_until = UTCDateTimeAttribute(null=True)  # a lease that ends, unlike expires_at, without deletion

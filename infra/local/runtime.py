@@ -50,6 +50,9 @@ class RuntimeOptions:
     snapshot_every: float = 5.0
     # Enqueue pending data migrations on start, as the stack does after a deploy.
     run_migrations: bool = True
+    # Attach to an emulator another runtime serves (e.g. extra worker processes polling the same queues)
+    # instead of starting one: this runtime then neither serves nor snapshots AWS state.
+    emulator_url: str | None = None
     # Extra handlers by queue name, for queues no Chalice consumer reads (e.g. the streamer's).
     extra_handlers: dict[str, Any] = field(default_factory=dict)
     # Builds the Chalice app to run, called once the environment is set (as Lambda imports app.py after
@@ -87,8 +90,9 @@ class LocalRuntime:
     # -- start -------------------------------------------------------------------------------------------
     def start(self) -> None:
         opts = self.options
-        self.emulator = Emulator(opts.data_dir, port=opts.emulator_port, snapshot_every=opts.snapshot_every)
-        self.emulator.start()
+        if opts.emulator_url is None:
+            self.emulator = Emulator(opts.data_dir, port=opts.emulator_port, snapshot_every=opts.snapshot_every)
+            self.emulator.start()
         self._configure_environment()
         settings = get_settings()
         provision(settings, dynamodb=aws.dynamodb(), sqs=aws.sqs(), s3=aws.s3(), queues=opts.queues)
@@ -104,8 +108,14 @@ class LocalRuntime:
         if opts.serve_api:
             self._start_api()
 
+    @property
+    def emulator_url(self) -> str:
+        if self.emulator is not None:
+            return self.emulator.url
+        assert self.options.emulator_url is not None
+        return self.options.emulator_url
+
     def _configure_environment(self) -> None:
-        assert self.emulator is not None
         for key, value in chalice_stage_environment(self.options.stage).items():
             os.environ.setdefault(key, value)
         os.environ["STAGE"] = self.options.stage
@@ -118,9 +128,9 @@ class LocalRuntime:
         os.environ.setdefault("AWS_DEFAULT_REGION", os.environ["AWS_REGION"])
         if self.options.external_endpoint:
             os.environ["AWS_ENDPOINT_URL"] = self.options.external_endpoint
-            os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = self.emulator.url
+            os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = self.emulator_url
         else:
-            os.environ["AWS_ENDPOINT_URL"] = self.emulator.url
+            os.environ["AWS_ENDPOINT_URL"] = self.emulator_url
             os.environ.pop("AWS_ENDPOINT_URL_DYNAMODB", None)
         reset_settings()
         aws.reset()
@@ -168,11 +178,10 @@ class LocalRuntime:
     def banner(self) -> str:
         opts = self.options
         settings = get_settings()
-        assert self.emulator is not None
         lines = [
             "Projectionist local runtime",
             f"  API           http://{opts.host}:{opts.port}  (try /health)",
-            f"  AWS emulator  {self.emulator.url}  (DynamoDB, SQS, S3; moto)",
+            f"  AWS emulator  {self.emulator_url}  (DynamoDB, SQS, S3; moto)",
             f"  AWS endpoint  {settings.aws_endpoint_url}" if opts.external_endpoint else "",
             f"  data          {opts.data_dir or '(in memory only)'}",
             f"  stage         {settings.stage}   scheduler {'on' if settings.enable_scheduler else 'off'}",
