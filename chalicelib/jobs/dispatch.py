@@ -13,13 +13,14 @@ record recognises, instead of losing it.
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from chalicelib.clock import utcnow
-from chalicelib.errors import ProjectionistError
+from chalicelib.errors import ProjectionistError, ValidationError
 from chalicelib.jobs import batches, enqueue, locks, runs, unique
 from chalicelib.jobs.envelope import Envelope
 from chalicelib.jobs.registry import JobContext, JobDefinition, Registry, registry
@@ -57,7 +58,10 @@ def _run_with_timeout(definition: JobDefinition, ctx: JobContext, args: dict[str
         except BaseException as exc:
             outcome["error"] = exc
 
-    worker = threading.Thread(target=target, name=f"job-{ctx.job_id}", daemon=True)
+    # The job's thread sees the caller's context variables, so its log lines carry the job's ids.
+    worker = threading.Thread(
+        target=contextvars.copy_context().run, args=(target,), name=f"job-{ctx.job_id}", daemon=True
+    )
     worker.start()
     worker.join(timeout)
     if worker.is_alive():
@@ -80,13 +84,21 @@ def dispatch(
     envelope: Envelope, lambda_context: Any = None, *, jobs: Registry = registry, now: datetime | None = None
 ) -> Outcome:
     definition = jobs.get(envelope.name)
-    args = definition.validate_args(envelope.args)  # a permanent error: the consumer reports it, no retries
-    lock_key = definition.lock.render(args) if definition.lock else None
     owner = uuid.uuid4().hex
     timeout = _timeout(definition, lambda_context)
-    lease = (definition.lock.lease if definition.lock else 0) or timeout
+    try:
+        args = definition.validate_args(envelope.args)
+        lock_key = definition.lock.render(args) if definition.lock else None
+    except ValidationError as error:  # permanent: recorded failed and dead-lettered at once, no retries
+        started = now or utcnow()
+        if runs.start(envelope, definition.queue, owner, lease=timeout, now=started) != "started":
+            return "duplicate"
+        return _failed(envelope, definition, owner, started, error, jobs)
+    # The lock's lease is short and renewed while the job runs, so a holder that dies frees it within a lease,
+    # not only after the job's whole timeout.
+    lease = definition.lock.lease if definition.lock else 0.0
 
-    if lock_key and definition.lock and not locks.acquire(lock_key, owner, max(lease, timeout) + SAFETY_MARGIN):
+    if lock_key and definition.lock and not locks.acquire(lock_key, owner, lease):
         if definition.lock.when_held == "requeue":
             enqueue.send([envelope], delay=definition.lock.requeue_delay, jobs=jobs)
             logger.info("lock %s held: requeued in %ss", lock_key, definition.lock.requeue_delay)
@@ -108,7 +120,7 @@ def dispatch(
         _metric("JobStarted", envelope.name)
         _metric("QueueAge", envelope.name, (started - envelope.enqueued_at).total_seconds(), "Seconds")
         ctx = JobContext(envelope=envelope, lambda_context=lambda_context, previous_result=envelope.previous_result)
-        renewer = locks.Renewer(lock_key, owner, max(lease, timeout) + SAFETY_MARGIN) if lock_key else None
+        renewer = locks.Renewer(lock_key, owner, lease) if lock_key else None
         try:
             result = _run_with_timeout(definition, ctx, args, timeout)
         except Exception as error:
@@ -213,7 +225,7 @@ def _finish(
                 "status": status.value,
                 "started_at": started.isoformat(),
                 "ended_at": ended.isoformat(),
-                "duration_ms": int((ended - started).total_seconds() * 1000),
+                "duration_ms": (ended - started) // timedelta(milliseconds=1),
                 "error": f"{type(error).__name__}: {error}" if error else None,
             },
         )

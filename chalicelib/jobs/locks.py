@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from datetime import datetime, timedelta
+from typing import Any
 
 from pynamodb.exceptions import DeleteError, PutError, UpdateError
 
@@ -24,14 +25,21 @@ def _conditional_failed(exc: Exception) -> bool:
     return getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException"
 
 
+def _lease_ends(now: datetime, lease: float) -> dict[str, Any]:
+    """The lease's end, to the microsecond (`lease_until`, what the conditions compare), and the item's TTL
+    (`expires_at`, whole seconds as DynamoDB's TTL wants them, rounded up so it never ends a live lease)."""
+    until = now + timedelta(seconds=lease)
+    expires = until.replace(microsecond=0) + timedelta(seconds=1)
+    return {"lease_until": until, "expires_at": expires, **expiry_index(expires)}
+
+
 def acquire(name: str, owner: str, lease: float, now: datetime | None = None) -> bool:
-    """Take the lock if it is free, expired, or already ours."""
+    """Take the lock if it is free, its lease has ended, or it is already ours."""
     now = now or utcnow()
     pk, sk = _key(name)
-    expires = now + timedelta(seconds=lease)
-    item = JobItem(pk, sk, kind="lock", owner=owner, created_at=now, expires_at=expires, **expiry_index(expires))
+    item = JobItem(pk, sk, kind="lock", owner=owner, created_at=now, **_lease_ends(now, lease))
     try:
-        item.save(condition=JobItem.pk.does_not_exist() | (JobItem.expires_at <= now) | (JobItem.owner == owner))
+        item.save(condition=JobItem.pk.does_not_exist() | (JobItem.lease_until <= now) | (JobItem.owner == owner))
         return True
     except PutError as exc:
         if _conditional_failed(exc):
@@ -41,9 +49,11 @@ def acquire(name: str, owner: str, lease: float, now: datetime | None = None) ->
 
 def renew(name: str, owner: str, lease: float, now: datetime | None = None) -> bool:
     now = now or utcnow()
+    ends = _lease_ends(now, lease)
     try:
         JobItem(*_key(name)).update(
-            actions=[JobItem.expires_at.set(now + timedelta(seconds=lease))], condition=JobItem.owner == owner
+            actions=[getattr(JobItem, attribute).set(value) for attribute, value in ends.items()],
+            condition=JobItem.owner == owner,
         )
         return True
     except UpdateError as exc:

@@ -125,7 +125,7 @@ def finish(
     False if another owner took the attempt over: then nothing of it is written."""
     now = now or utcnow()
     pk, sk = run_key(envelope.id, envelope.attempt)
-    duration_ms = max(0, int((now - started_at).total_seconds() * 1000))
+    duration_ms = max(0, (now - started_at) // timedelta(milliseconds=1))
     data = _run_data(envelope, queue)
     data.update(started_at=started_at.isoformat(), ended_at=now.isoformat(), duration_ms=duration_ms)
     if error is not None:

@@ -15,7 +15,7 @@ from chalicelib import aws
 from chalicelib.errors import ValidationError
 from chalicelib.jobs import batches, enqueue, runs
 from chalicelib.jobs.dispatch import dispatch
-from chalicelib.jobs.envelope import JobRequest
+from chalicelib.jobs.envelope import Envelope, JobRequest
 from chalicelib.jobs.registry import JobContext, LockOn, UniqueFor, job
 from chalicelib.jobs.retry import Retry
 from chalicelib.jobs.runs import JobStatus
@@ -101,6 +101,27 @@ def test_invalid_arguments_and_unknown_jobs_fail_at_enqueue(platform: Callable[.
         enqueue.enqueue("it.no_such_job")
 
 
+def test_arguments_that_fail_validation_at_run_time_fail_at_once_into_the_dlq(
+    platform: Callable[..., LocalRuntime],
+) -> None:
+    probe = Probe()
+
+    @job("it.strict", queue="catalog", retry=QUICK)
+    def strict(ctx: JobContext, show_id: int) -> None:
+        probe.record(show_id)
+
+    platform(fast("catalog"))
+    # Sent past enqueue's validation, as an older version of the code might have sent it.
+    envelope = Envelope(name="it.strict", args={"show_id": "not a number"})
+    enqueue.send([envelope])
+
+    wait_for(lambda: statuses(envelope.id) == ["failed"], 15, "the job to fail")
+    run = runs.job_runs(envelope.id)[0]
+    assert run["error_type"] == "ValidationError" and "show_id" in run["error_message"]
+    assert [b for b in dlq_bodies("catalog") if envelope.id in b]
+    assert probe.calls == []
+
+
 def test_a_duplicate_delivery_of_a_finished_attempt_is_skipped(platform: Callable[..., LocalRuntime]) -> None:
     probe = Probe()
 
@@ -181,6 +202,43 @@ def test_jobs_on_one_lock_key_with_requeue_all_run_one_at_a_time(platform: Calla
     wait_for(lambda: sorted(probe.calls) == list(range(20)), 60, "every requeued job to run")
     assert probe.max_running == 1
     wait_for(lambda: all(statuses(i) == ["succeeded"] for i in ids), 10, "run records")
+
+
+def test_a_lock_is_renewed_while_its_job_runs_past_the_lease(platform: Callable[..., LocalRuntime]) -> None:
+    started = threading.Event()
+
+    @job("it.long_locked", queue="catalog", lock=LockOn("show:{show_id}", when_held="skip", lease=1))
+    def long_locked(ctx: JobContext, show_id: int, sleep: float) -> None:
+        started.set()
+        time.sleep(sleep)
+
+    platform(fast("catalog"), run_pollers=False)
+    long_job = enqueue.build("it.long_locked", {"show_id": 1, "sleep": 3.5})
+    outcome: list[str] = []
+    runner = threading.Thread(target=lambda: outcome.append(dispatch(long_job)))
+    runner.start()
+    assert started.wait(5)
+    time.sleep(2.0)  # twice the lease: only renewal keeps the lock held now
+
+    assert dispatch(enqueue.build("it.long_locked", {"show_id": 1, "sleep": 0})) == "skipped"
+    runner.join(10)
+    assert outcome == ["succeeded"]
+    assert dispatch(enqueue.build("it.long_locked", {"show_id": 1, "sleep": 0})) == "succeeded"  # released
+
+
+def test_a_lock_whose_holder_died_is_free_once_its_lease_ends(platform: Callable[..., LocalRuntime]) -> None:
+    from chalicelib.jobs import locks
+
+    @job("it.after_crash", queue="catalog", lock=LockOn("show:{show_id}", when_held="skip", lease=1))
+    def after_crash(ctx: JobContext, show_id: int) -> None:
+        pass
+
+    platform(fast("catalog"), run_pollers=False)
+    assert locks.acquire("show:9", "a-worker-that-dies", lease=1)  # ... and never renews nor releases
+
+    assert dispatch(enqueue.build("it.after_crash", {"show_id": 9})) == "skipped"
+    time.sleep(1.2)
+    assert dispatch(enqueue.build("it.after_crash", {"show_id": 9})) == "succeeded"
 
 
 def test_a_batch_of_100_runs_its_continuation_once_after_the_last_child(platform: Callable[..., LocalRuntime]) -> None:

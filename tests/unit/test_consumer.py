@@ -52,20 +52,30 @@ def test_a_batch_where_every_record_fails_reports_all_instead_of_raising(jobs: R
     assert failed_ids(response) == {r["messageId"] for r in event["Records"]}
 
 
-def test_a_record_that_is_not_an_envelope_is_reported_failed_and_logged(
+def test_a_record_that_is_not_an_envelope_goes_to_the_dlq_at_once_and_an_unknown_job_is_redelivered(
     jobs: Registry, caplog: pytest.LogCaptureFixture
 ) -> None:
     good = sqs_record(envelope_body("test.maybe_fail", n=1))
     garbage = sqs_record("{not json", receive_count=3)
     unknown = sqs_record(envelope_body("test.no_such_job"))
+    dead: list[str] = []
 
-    response = consume({"Records": [garbage, good, unknown]}, None, get_queue("catalog"), dispatcher=run_directly)
+    response = consume(
+        {"Records": [garbage, good, unknown]},
+        None,
+        get_queue("catalog"),
+        dispatcher=run_directly,
+        dead_letter=dead.append,
+    )
 
-    assert failed_ids(response) == {garbage["messageId"], unknown["messageId"]}
+    # Garbage can never run: dead-lettered now, and deleted from the queue (not reported failed). A job this
+    # code does not know may be newer code's during a deploy: reported failed, so SQS delivers it again.
+    assert dead == ["{not json"]
+    assert failed_ids(response) == {unknown["messageId"]}
     assert [n for _, n in jobs.calls] == [1]  # type: ignore[attr-defined]
     rejected = {r.message_id: r.getMessage() for r in caplog.records if "rejected SQS record" in r.getMessage()}
     assert set(rejected) == {garbage["messageId"], unknown["messageId"]}
-    assert "not JSON" in rejected[garbage["messageId"]]
+    assert "not JSON" in rejected[garbage["messageId"]] and "moved to the DLQ" in rejected[garbage["messageId"]]
     assert "unknown job 'test.no_such_job'" in rejected[unknown["messageId"]]
 
 
