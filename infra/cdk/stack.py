@@ -11,6 +11,7 @@ the spec before it points the event at the CDK queue.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -26,6 +27,7 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
+from aws_cdk import custom_resources as cr
 from chalice.cdk import Chalice
 from chalice.utils import to_cfn_resource_name
 from constructs import Construct
@@ -52,8 +54,38 @@ _QUEUE_ACTIONS = [
     "sqs:GetQueueAttributes",
     "sqs:GetQueueUrl",
 ]
+# The function app.py registers to enqueue the pending one-time data migrations; the stack runs it after deploys.
+MIGRATIONS_FUNCTION = "run_migrations"
+
+# The construct id of the singleton Lambda behind every AwsCustomResource of a stack (CDK names it after the
+# "AWS" purpose and the UUID, dashes dropped); its logical id starts with this.
+_AWS_CUSTOM_RESOURCE_PROVIDER_ID = "AWS" + cr.AwsCustomResource.PROVIDER_FUNCTION_UUID.replace("-", "")
+
 # What the admin API's DLQ redrive needs on a DLQ on top of the above (SQS StartMessageMoveTask).
 _MESSAGE_MOVE_ACTIONS = ["sqs:StartMessageMoveTask", "sqs:ListMessageMoveTasks", "sqs:CancelMessageMoveTask"]
+
+
+def code_version(source_dir: Path) -> str:
+    """A sha256 over the app's code: app.py and every file under chalicelib/ (by sorted path, no __pycache__).
+
+    Each file's path relative to source_dir goes into the digest with its bytes, so that renaming, adding or
+    removing a file changes it too.
+    """
+    root = source_dir.resolve()
+    package = root / "chalicelib"
+    files = [root / "app.py"]
+    if package.is_dir():
+        files += sorted(
+            (p for p in package.rglob("*") if p.is_file() and "__pycache__" not in p.relative_to(root).parts),
+            key=lambda p: p.relative_to(root).as_posix(),
+        )
+    digest = hashlib.sha256()
+    for path in files:
+        content = path.read_bytes()
+        name = path.relative_to(root).as_posix().encode()
+        digest.update(b"%d:%s\0%d:" % (len(name), name, len(content)))
+        digest.update(content)
+    return digest.hexdigest()
 
 
 class _ChaliceStageScope(Construct):
@@ -119,6 +151,7 @@ class ProjectionistStack(cdk.Stack):
         self.role = self._lambda_role()
         self.chalice = self._chalice_app(source_dir)
         self.functions = self._wire_consumers()
+        self.migrations = self._run_migrations_after_deploy(source_dir)
 
         cdk.CfnOutput(self, "BucketName", value=self.bucket.bucket_name)
         cdk.CfnOutput(self, "LambdaRoleArn", value=self.role.role_arn)
@@ -172,7 +205,7 @@ class ProjectionistStack(cdk.Stack):
         return alarm
 
     def _drop_redundant_depends_on(self, provider_id: str, child_id: str) -> None:
-        """CDK's auto-delete provider function both GetAtt's its role and DependsOn it (cfn-lint W3005).
+        """CDK's provider functions (S3 auto-delete, AwsCustomResource) GetAtt their role and DependsOn it (W3005).
 
         The GetAtt already orders the two, so the explicit DependsOn goes; if CDK renames the construct, the
         warning comes back and the infra test's cfn-lint check says so.
@@ -316,3 +349,41 @@ class ProjectionistStack(cdk.Stack):
             function.node.add_dependency(policy)
             functions[spec.consumer_name] = function
         return functions
+
+    def _run_migrations_after_deploy(self, source_dir: Path) -> cr.AwsCustomResource:
+        """Invoke app.py's run_migrations, asynchronously, on create and whenever the app's code changed.
+
+        The physical id carries `code_version(source_dir)`, so an update that changes the code changes the
+        resource's properties and CloudFormation updates it (which re-invokes); the replaced id needs no delete.
+        "Event" invocation: the deploy waits for Lambda to accept the event, not for the migrations to enqueue.
+        """
+        logical_id = to_cfn_resource_name(MIGRATIONS_FUNCTION)
+        generated = self._sam_template()["Resources"].get(logical_id)
+        if generated is None or generated["Type"] != "AWS::Serverless::Function":
+            raise RuntimeError(f"app.py registers no function {MIGRATIONS_FUNCTION!r} ({logical_id})")
+        function = self.chalice.get_resource(logical_id)
+        function_arn = cdk.Token.as_string(function.get_att("Arn"))
+        invoke = cr.AwsSdkCall(
+            service="Lambda",
+            action="Invoke",
+            parameters={"FunctionName": function.ref, "InvocationType": "Event"},
+            physical_resource_id=cr.PhysicalResourceId.of(f"{MIGRATIONS_FUNCTION}-{code_version(source_dir)}"),
+            output_paths=["StatusCode"],
+        )
+        migrations = cr.AwsCustomResource(
+            self,
+            "MigrationsAfterDeploy",
+            on_create=invoke,
+            on_update=invoke,
+            policy=cr.AwsCustomResourcePolicy.from_statements(
+                [iam.PolicyStatement(actions=["lambda:InvokeFunction"], resources=[function_arn])]
+            ),
+            install_latest_aws_sdk=False,  # the runtime's SDK; no download from npm at deploy time
+        )
+        # The function's Ref already orders it before the invocation. The function enqueues into the queues and
+        # reads the tables as the stack role, so the invocation also waits for the role's policy, which in turn
+        # GetAtt's every queue and table: they exist by then. (DependsOn the resource only, not its IAM policy.)
+        resource = migrations.node.find_child("Resource")
+        resource.node.add_dependency(self.role.node.find_child("DefaultPolicy"))
+        self._drop_redundant_depends_on(_AWS_CUSTOM_RESOURCE_PROVIDER_ID, "Resource")
+        return migrations

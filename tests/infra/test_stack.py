@@ -422,6 +422,169 @@ def test_consumers_wait_for_the_role_policy(synth: Synth) -> None:
         assert policy_ids <= set(fn.get("DependsOn", [])), spec.consumer_name
 
 
+# -- migrations after each deploy ----------------------------------------------------------------------------------
+
+
+MIGRATIONS_FUNCTION = "run_migrations"
+
+
+def _json_with_tokens(value: Any) -> Any:
+    """A custom resource's JSON property, whether a plain string or an Fn::Join of strings and intrinsics (which
+    come back in place, e.g. `{"Ref": ...}`, where they make up a whole JSON string)."""
+    if isinstance(value, str):
+        return json.loads(value)
+    separator, parts = value["Fn::Join"]
+    assert separator == ""
+    tokens = {f"__token_{i}__": part for i, part in enumerate(parts) if not isinstance(part, str)}
+    markers = {id(part): name for name, part in tokens.items()}
+    text = "".join(part if isinstance(part, str) else markers[id(part)] for part in parts)
+
+    def restore(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: restore(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [restore(v) for v in node]
+        return tokens.get(node, node) if isinstance(node, str) else node
+
+    return restore(json.loads(text))
+
+
+def _migration_invokers(synth: Synth) -> dict[str, Resource]:
+    """The AwsCustomResources whose calls invoke the run_migrations function."""
+    function_id, _ = synth.function(MIGRATIONS_FUNCTION)
+    found = {}
+    for logical_id, resource in synth.of_type("Custom::AWS").items():
+        calls = [
+            _json_with_tokens(resource["Properties"][k]) for k in ("Create", "Update") if k in resource["Properties"]
+        ]
+        if any(call.get("parameters", {}).get("FunctionName") in (function_id, {"Ref": function_id}) for call in calls):
+            found[logical_id] = resource
+    return found
+
+
+def test_each_deploy_invokes_run_migrations_asynchronously(synth: Synth) -> None:
+    from infra.cdk.stack import code_version
+
+    # Given the one custom resource that invokes the run_migrations function
+    function_id, _ = synth.function(MIGRATIONS_FUNCTION)
+    invokers = _migration_invokers(synth)
+    assert len(invokers) == 1, f"expected one custom resource invoking {function_id}, found {sorted(invokers)}"
+    ((_, invoker),) = invokers.items()
+
+    # Then it invokes it both when created and when updated, and as an event: the deploy does not wait on it
+    for phase in ("Create", "Update"):
+        call = _json_with_tokens(invoker["Properties"][phase])
+        assert call["service"].lower() == "lambda", phase
+        assert call["action"] in ("Invoke", "invoke", "InvokeCommand"), phase
+        assert call["parameters"] == {"FunctionName": {"Ref": function_id}, "InvocationType": "Event"}, phase
+        # And its physical id is the version of the app's code, so a code change updates it and invokes again
+        assert code_version(ROOT) in call["physicalResourceId"]["id"], phase
+    assert "Delete" not in invoker["Properties"]
+
+
+def test_the_migrations_invoker_may_only_invoke_run_migrations(synth: Synth) -> None:
+    # Given the provider function behind the invoker and the role it runs as
+    function_id, _ = synth.function(MIGRATIONS_FUNCTION)
+    ((_, invoker),) = _migration_invokers(synth).items()
+    provider_id = invoker["Properties"]["ServiceToken"]["Fn::GetAtt"][0]
+    provider = synth.resources[provider_id]
+    assert provider["Type"] == "AWS::Lambda::Function"
+    role_id = provider["Properties"]["Role"]["Fn::GetAtt"][0]
+
+    # Then its policies allow lambda:InvokeFunction on that one function and nothing else
+    statements = _role_statements(synth, role_id)
+    assert statements
+    for statement in statements:
+        assert statement == {
+            "Effect": "Allow",
+            "Action": statement["Action"],
+            "Resource": statement["Resource"],
+        }, statement
+        assert statement["Action"] in ("lambda:InvokeFunction", ["lambda:InvokeFunction"]), statement
+        assert statement["Resource"] in (_arn_of(function_id), [_arn_of(function_id)]), statement
+    # And beyond them, it may only write its logs
+    managed = synth.resources[role_id]["Properties"].get("ManagedPolicyArns", [])
+    assert all("service-role/AWSLambdaBasicExecutionRole" in json.dumps(arn) for arn in managed), managed
+
+
+def _references(node: Any) -> set[str]:
+    if isinstance(node, dict):
+        if set(node) == {"Ref"}:
+            return {node["Ref"]}
+        if set(node) == {"Fn::GetAtt"}:
+            return {node["Fn::GetAtt"][0]}
+        return {ref for value in node.values() for ref in _references(value)}
+    if isinstance(node, list):
+        return {ref for value in node for ref in _references(value)}
+    return set()
+
+
+def test_migrations_run_once_the_function_its_policy_queues_and_tables_exist(synth: Synth) -> None:
+    # Given everything the invoker waits for, directly (DependsOn, Ref, GetAtt) or through what it waits for
+    ((invoker_id, _),) = _migration_invokers(synth).items()
+    waits_for: set[str] = set()
+    pending = [invoker_id]
+    while pending:
+        resource = synth.resources[pending.pop()]
+        depends_on = resource.get("DependsOn", [])
+        direct = _references(resource.get("Properties", {})) | set(
+            [depends_on] if isinstance(depends_on, str) else depends_on
+        )
+        new = {ref for ref in direct if ref in synth.resources} - waits_for
+        waits_for |= new
+        pending.extend(new)
+
+    # Then that is the function, the policy of the role it runs as, and every queue, DLQ and table it may use
+    function_id, function = synth.function(MIGRATIONS_FUNCTION)
+    assert function_id in waits_for
+    role_id = function["Properties"]["Role"]["Fn::GetAtt"][0]
+    policy_ids = {
+        k for k, p in synth.of_type("AWS::IAM::Policy").items() if {"Ref": role_id} in p["Properties"]["Roles"]
+    }
+    assert policy_ids
+    assert policy_ids <= waits_for
+    for spec in QUEUES:
+        for name in (spec.queue_name(synth.settings), spec.dlq_name(synth.settings)):
+            assert synth.queue(name)[0] in waits_for, name
+    for model in all_models():
+        name = synth.settings.resource_name(table_schema(model)["logical_name"])
+        assert synth.one("AWS::DynamoDB::Table", "TableName", name)[0] in waits_for, name
+
+
+def _app_tree(root: Path, files: dict[str, str]) -> Path:
+    for relative, text in files.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return root
+
+
+def test_code_version_follows_every_app_file_but_not_bytecode(tmp_path: Path) -> None:
+    from infra.cdk.stack import code_version
+
+    # Given two copies of one app, and variants that each differ in one file
+    files = {"app.py": "import chalicelib\n", "chalicelib/__init__.py": "", "chalicelib/jobs/migrations.py": "A = 1\n"}
+    same = [_app_tree(tmp_path / name, files) for name in ("one", "two")]
+    variants = {
+        "chalicelib file edited": {**files, "chalicelib/jobs/migrations.py": "A = 2\n"},
+        "app.py edited": {**files, "app.py": "import chalicelib  # changed\n"},
+        "chalicelib file added": {**files, "chalicelib/jobs/new.py": ""},
+        "chalicelib file renamed": {
+            **{k: v for k, v in files.items() if k != "chalicelib/jobs/migrations.py"},
+            "chalicelib/jobs/migration.py": "A = 1\n",
+        },
+    }
+
+    # Then the same tree gives the same digest, and each variant another one
+    digest = code_version(same[0])
+    assert digest == code_version(same[1]) == code_version(same[0])
+    for what, variant in variants.items():
+        assert code_version(_app_tree(tmp_path / what.replace(" ", "-"), variant)) != digest, what
+    # And compiled bytecode, which Python writes as it imports, changes nothing
+    _app_tree(same[1], {"chalicelib/__pycache__/__init__.cpython-311.pyc": "bytes"})
+    assert code_version(same[1]) == digest
+
+
 # -- cfn-lint ----------------------------------------------------------------------------------------------------
 
 
