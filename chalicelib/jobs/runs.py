@@ -241,6 +241,8 @@ def list_runs(
     since = since or (until - RUN_RETENTION)
     if since > until:
         raise ValidationError("since must be before until")
+    # No run outlives its retention: the per-day partitions to read stay at most ~60, whatever the range.
+    since, until = max(since, now - RUN_RETENTION - timedelta(days=1)), min(until, now + timedelta(days=1))
     if not 1 <= limit <= 500:
         raise ValidationError("limit must be 1..500")
     state = _decode_cursor(cursor) if cursor else {}

@@ -126,6 +126,10 @@ def test_runs_are_listed_newest_first_a_page_at_a_time(api: Callable[..., tuple[
 
     status, body = api("GET", "/admin/runs?name=it.listed&status=failed")
     assert [r["args"] for r in body["runs"]] == [{"n": 3}]
+    status, body = api("GET", "/admin/runs?name=it.listed&since=2020-01-01T00:00:00Z&until=2020-01-02T00:00:00Z")
+    assert status == 200 and body["runs"] == []  # a time range before these runs
+    status, body = api("GET", "/admin/runs?status=failed&since=2020-01-01T00:00:00Z")
+    assert ids[3] in {r["job_id"] for r in body["runs"]} and {r["status"] for r in body["runs"]} == {"failed"}
     status, body = api("GET", "/admin/runs?limit=500")  # every job, across names
     assert {r["job_id"] for r in body["runs"]} >= set(ids)
 
