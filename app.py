@@ -7,7 +7,9 @@ from typing import Any
 from chalice import Chalice
 
 from chalicelib.api.admin import bp as admin_bp
+from chalicelib.api.catalog import bp as catalog_bp
 from chalicelib.api.health import bp as health_bp
+from chalicelib.catalog import jobs as catalog_jobs  # noqa: F401  (registers the catalog's jobs and tasks)
 from chalicelib.errors import normalize_response, to_response
 from chalicelib.jobs import migrations, tasks  # noqa: F401  (registers the platform's jobs and tasks)
 from chalicelib.jobs.consumer import register_consumers
@@ -17,6 +19,7 @@ from chalicelib.observability import logger
 app = Chalice(app_name="projectionist")
 app.register_blueprint(health_bp)
 app.register_blueprint(admin_bp)
+app.register_blueprint(catalog_bp)
 
 
 @app.middleware("http")

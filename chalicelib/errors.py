@@ -6,6 +6,7 @@ Every error body is JSON: `{"error": {"code": ..., "message": ...}}` (plus optio
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -25,10 +26,11 @@ class ProjectionistError(ChaliceUnhandledError):
     # Permanent errors are not worth retrying: the same input fails the same way.
     permanent = False
 
-    def __init__(self, message: str, *, details: Any = None) -> None:
+    def __init__(self, message: str, *, details: Any = None, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.details = details
+        self.retry_after = retry_after  # seconds; sent as the Retry-After header
 
 
 class ValidationError(ProjectionistError):
@@ -93,18 +95,19 @@ def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return {"error": error}
 
 
-def json_response(status_code: int, body: Any) -> Response:
+def json_response(status_code: int, body: Any, headers: dict[str, str] | None = None) -> Response:
     return Response(
         body=json.dumps(body, default=str),
         status_code=status_code,
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", **(headers or {})},
     )
 
 
 def to_response(exc: Exception) -> Response:
     """Map any exception raised while serving a request to a JSON response. Never leaks a stack trace."""
     if isinstance(exc, ProjectionistError):
-        return json_response(exc.status_code, error_body(exc.code, exc.message, exc.details))
+        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))} if exc.retry_after is not None else None
+        return json_response(exc.status_code, error_body(exc.code, exc.message, exc.details), headers)
     if isinstance(exc, ChaliceBadRequestError):
         return json_response(400, error_body("invalid_request", str(exc)))
     if isinstance(exc, ChaliceViewError):

@@ -7,11 +7,13 @@ packages the app), the CDK stack and the local runtime all agree on them without
 
 from __future__ import annotations
 
+import json
+import re
 from functools import lru_cache
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -40,12 +42,47 @@ class Settings(BaseSettings):
     emit_metrics: bool = True
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
+    # TMDB: a v4 read access token (sent as a bearer token) or a v3 API key. With neither, `make run` starts
+    # the sample TMDB server and points tmdb_base_url at it.
+    tmdb_base_url: str = "https://api.themoviedb.org"
+    tmdb_token: SecretStr | None = None
+    tmdb_api_key: SecretStr | None = None
+    tmdb_rate_limit: float = Field(default=40.0, gt=0, le=1000)  # requests per second, across every process
+    tmdb_timeout: float = Field(default=10.0, gt=0, le=60)
+    tmdb_cache_ttl: int = Field(default=24 * 3600, ge=0)  # seconds; per endpoint overrides in upstreams/tmdb.py
+    # The catalog: how many pages of each TMDB list to keep (20 items a page), and the languages whose titles
+    # are searchable and whose genre names are kept (English is always kept).
+    catalog_list_pages: int = Field(default=2, ge=1, le=25)
+    catalog_languages: Annotated[list[str], NoDecode] = Field(default=["en", "fr", "de", "es"], min_length=1)
+
     @field_validator(
-        "aws_endpoint_url", "aws_endpoint_url_dynamodb", "aws_endpoint_url_sqs", "aws_endpoint_url_s3", mode="before"
+        "aws_endpoint_url",
+        "aws_endpoint_url_dynamodb",
+        "aws_endpoint_url_sqs",
+        "aws_endpoint_url_s3",
+        "tmdb_token",
+        "tmdb_api_key",
+        mode="before",
     )
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("catalog_languages", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):  # from the environment: "fr,de" or a JSON list
+            text = value.strip()
+            return json.loads(text) if text.startswith("[") else [p.strip() for p in text.split(",") if p.strip()]
+        return value
+
+    @field_validator("catalog_languages")
+    @classmethod
+    def _languages(cls, value: list[str]) -> list[str]:
+        for language in value:
+            if not re.fullmatch(r"[a-z]{2}", language):
+                raise ValueError(f"{language!r} is not a two-letter ISO 639-1 language code")
+        return ["en", *[language for language in dict.fromkeys(value) if language != "en"]]
 
     def endpoint_url(self, service: str) -> str | None:
         """The endpoint for one AWS service: its own override, else the shared one, else AWS itself."""

@@ -85,6 +85,15 @@ QUEUES: tuple[QueueSpec, ...] = (
         description="TMDB sync: lists, movie and show details, seasons, genres",
     ),
     QueueSpec(
+        name="refresh",
+        batch_size=1,
+        max_concurrency=6,
+        handler_timeout=120,
+        visibility_timeout=720,
+        max_receive_count=5,
+        description="Refreshes users asked for: at most 6 at once, never behind a bulk sync's backlog",
+    ),
+    QueueSpec(
         name="sources",
         batch_size=10,
         max_batching_window=1,

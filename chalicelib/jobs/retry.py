@@ -20,10 +20,10 @@ class RetryLaterError(ProjectionistError):
 
     status_code = 429
     code = "retry_later"
+    retry_after: float
 
     def __init__(self, message: str, *, retry_after: float) -> None:
-        super().__init__(message)
-        self.retry_after = max(0.0, float(retry_after))
+        super().__init__(message, retry_after=max(0.0, float(retry_after)))
 
 
 @dataclass(frozen=True)

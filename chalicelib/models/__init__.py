@@ -6,6 +6,8 @@ from typing import Any
 
 
 def all_models() -> list[Any]:
+    from chalicelib.models.cache import CachedResponse
+    from chalicelib.models.catalog import CatalogItem
     from chalicelib.models.jobs import JobItem
 
-    return [JobItem]
+    return [JobItem, CatalogItem, CachedResponse]

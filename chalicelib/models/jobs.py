@@ -57,6 +57,9 @@ class JobItem(Model):
     failed = NumberAttribute(null=True)
     duration_ms = NumberAttribute(null=True)
     takeovers = NumberAttribute(null=True)  # a run's deliveries that took it over after a crash
+    # A shared rate limiter's tickets: slot n starts at base + n * interval (see upstreams/ratelimit.py).
+    base = NumberAttribute(null=True)
+    seq = NumberAttribute(null=True)
     created_at = UTCDateTimeAttribute(null=True)
     updated_at = UTCDateTimeAttribute(null=True)
     lease_until = UTCDateTimeAttribute(null=True)  # a lease that ends, unlike expires_at, without deletion

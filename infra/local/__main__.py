@@ -18,6 +18,12 @@ def parse_args(argv: list[str]) -> RuntimeOptions:
     parser.add_argument("--host", default=env.get("HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(env.get("PORT", "8000")), help="HTTP API port")
     parser.add_argument("--emulator-port", type=int, default=int(env.get("EMULATOR_PORT", "8001")))
+    parser.add_argument(
+        "--sample-tmdb-port",
+        type=int,
+        default=int(env.get("SAMPLE_TMDB_PORT", "8002")),
+        help="where the sample TMDB listens when neither TMDB_TOKEN nor TMDB_API_KEY is set",
+    )
     parser.add_argument("--data-dir", type=Path, default=Path(env.get("DATA_DIR", ROOT / ".data")))
     parser.add_argument("--stage", default=env.get("STAGE", "dev"))
     parser.add_argument(
@@ -30,6 +36,7 @@ def parse_args(argv: list[str]) -> RuntimeOptions:
         host=args.host,
         port=args.port,
         emulator_port=args.emulator_port,
+        sample_tmdb_port=args.sample_tmdb_port,
         data_dir=args.data_dir,
         stage=args.stage,
         external_endpoint=args.aws_endpoint,

@@ -53,6 +53,9 @@ class RuntimeOptions:
     # Attach to an emulator another runtime serves (e.g. extra worker processes polling the same queues)
     # instead of starting one: this runtime then neither serves nor snapshots AWS state.
     emulator_url: str | None = None
+    # With no TMDB credentials in the environment, serve the sample TMDB on this port (0: any free port) and
+    # point the app at it; None: never (the app then talks to whatever TMDB_BASE_URL says). `make run`: 8002.
+    sample_tmdb_port: int | None = None
     # Extra handlers by queue name, for queues no Chalice consumer reads (e.g. the streamer's).
     extra_handlers: dict[str, Any] = field(default_factory=dict)
     # Builds the Chalice app to run, called once the environment is set (as Lambda imports app.py after
@@ -82,6 +85,7 @@ class LocalRuntime:
         self.ticker: Ticker | None = None
         self.app: Any = None
         self.migrations_started: list[str] = []
+        self.sample_tmdb: Any = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._server: Any = None
@@ -93,6 +97,7 @@ class LocalRuntime:
         if opts.emulator_url is None:
             self.emulator = Emulator(opts.data_dir, port=opts.emulator_port, snapshot_every=opts.snapshot_every)
             self.emulator.start()
+        self._start_samples()
         self._configure_environment()
         settings = get_settings()
         provision(settings, dynamodb=aws.dynamodb(), sqs=aws.sqs(), s3=aws.s3(), queues=opts.queues)
@@ -107,6 +112,18 @@ class LocalRuntime:
             self._spawn("ticker", self.ticker.run, self._stop)
         if opts.serve_api:
             self._start_api()
+
+    def _start_samples(self) -> None:
+        """The sample TMDB, when no TMDB credentials are configured (with them, the app talks to TMDB)."""
+        port = self.options.sample_tmdb_port
+        if port is None or os.environ.get("TMDB_TOKEN") or os.environ.get("TMDB_API_KEY"):
+            return
+        from infra.local.upstreams.tmdb import SampleTMDB
+
+        self.sample_tmdb = SampleTMDB(port=port)
+        self.sample_tmdb.start()
+        os.environ["TMDB_BASE_URL"] = self.sample_tmdb.url
+        os.environ["TMDB_API_KEY"] = self.sample_tmdb.api_key
 
     @property
     def emulator_url(self) -> str:
@@ -183,6 +200,7 @@ class LocalRuntime:
             f"  API           http://{opts.host}:{opts.port}  (try /health)",
             f"  AWS emulator  {self.emulator_url}  (DynamoDB, SQS, S3; moto)",
             f"  AWS endpoint  {settings.aws_endpoint_url}" if opts.external_endpoint else "",
+            f"  TMDB          {self._tmdb_line(settings)}",
             f"  data          {opts.data_dir or '(in memory only)'}",
             f"  stage         {settings.stage}   scheduler {'on' if settings.enable_scheduler else 'off'}",
             f"  queues        {', '.join(p.spec.name for p in self.pollers) or '(none polled)'}",
@@ -192,6 +210,11 @@ class LocalRuntime:
             "Ctrl-C stops it (handlers in flight finish first; Ctrl-C twice stops at once).",
         ]
         return "\n".join(line for line in lines if line)
+
+    def _tmdb_line(self, settings: Any) -> str:
+        if self.sample_tmdb is not None:
+            return f"{self.sample_tmdb.url}  (the sample TMDB: set TMDB_TOKEN or TMDB_API_KEY to use TMDB)"
+        return f"{settings.tmdb_base_url}  ({'token' if settings.tmdb_token else 'API key'} from the environment)"
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -212,3 +235,5 @@ class LocalRuntime:
             self._server.server.server_close()
         if self.emulator is not None:
             self.emulator.stop()
+        if self.sample_tmdb is not None:
+            self.sample_tmdb.stop()

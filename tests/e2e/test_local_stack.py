@@ -20,7 +20,8 @@ pytestmark = pytest.mark.e2e
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "STAGE", "PYTEST"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "STAGE", "PYTEST", "TMDB_"))}
+    env["SAMPLE_TMDB_PORT"] = str(free_port())  # never the default one, which a `make run` may hold
     env.update(extra)
     return env
 
@@ -75,13 +76,16 @@ def test_the_banner_says_what_runs_where(tmp_path: Path) -> None:
     port, emulator_port = free_port(), free_port()
     args = [sys.executable, "-m", "infra.local", "--port", str(port), "--emulator-port", str(emulator_port)]
     args += ["--data-dir", str(tmp_path / "data")]
-    proc = Process(args, ROOT, clean_env(), tmp_path / "run.log")
+    env = clean_env()
+    proc = Process(args, ROOT, env, tmp_path / "run.log")
     try:
         proc.wait_for_health(f"http://127.0.0.1:{port}", timeout=60)
         out = proc.output()
         assert f"http://127.0.0.1:{port}" in out
         assert f"http://127.0.0.1:{emulator_port}" in out
         assert str(tmp_path / "data") in out
+        # Without TMDB credentials the sample TMDB serves, and the banner says so.
+        assert f"TMDB          http://127.0.0.1:{env['SAMPLE_TMDB_PORT']}  (the sample TMDB" in out
     finally:
         assert proc.interrupt() == 0
 

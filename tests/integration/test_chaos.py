@@ -25,7 +25,9 @@ from typing import Any
 import pytest
 
 from chalicelib import aws
+from chalicelib.health import queue_depth
 from chalicelib.jobs import enqueue, redrive, runs
+from chalicelib.jobs.queues import QueueSpec
 from chalicelib.models.jobs import JobItem
 from infra.local.runtime import ROOT, LocalRuntime
 from tests.integration.chaos import EFFECTS, RETRY, SPEC
@@ -112,14 +114,9 @@ def counters() -> tuple[int, int]:
     return int(item.succeeded or 0), int(item.failed or 0)
 
 
-def queue_depth(url: str) -> int:
-    names = [
-        "ApproximateNumberOfMessages",
-        "ApproximateNumberOfMessagesNotVisible",
-        "ApproximateNumberOfMessagesDelayed",
-    ]
-    attributes = aws.sqs().get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
-    return sum(int(attributes[name]) for name in names)
+def pending(spec: QueueSpec) -> int:
+    depth = queue_depth(spec)
+    return depth["visible"] + depth["in_flight"] + depth["delayed"]
 
 
 def dlq_job_ids() -> Counter[str]:
@@ -182,7 +179,6 @@ def plan(rng: random.Random) -> list[dict[str, Any]]:
 @pytest.mark.timeout(900)
 def test_chaos_every_job_ends_once_and_nothing_is_lost(platform: Callable[..., LocalRuntime], tmp_path: Path) -> None:
     runtime = platform(SPEC, run_pollers=False)
-    url = aws.queue_url(SPEC.queue_name())
     rng = random.Random(SEED)
     args = plan(rng)
     envelopes = [enqueue.build("chaos.work", a) for a in args]
@@ -206,10 +202,10 @@ def test_chaos_every_job_ends_once_and_nothing_is_lost(platform: Callable[..., L
         try:
             wait_for(lambda: sum(counters()) >= JOBS, 600, f"{JOBS} jobs to end")
         except AssertionError:
-            raise AssertionError(f"ended: {counters()}, queued: {queue_depth(url)}\n{workers.log_tail()}") from None
+            raise AssertionError(f"ended: {counters()}, queued: {pending(SPEC)}\n{workers.log_tail()}") from None
         ended = time.monotonic()
         workers.stop_killing()
-        wait_for(lambda: queue_depth(url) == 0, 120, "the queue to drain (late duplicates, killed batches)")
+        wait_for(lambda: pending(SPEC) == 0, 120, "the queue to drain (late duplicates, killed batches)")
 
         # Then every transient and plain job succeeded, and every poison job failed into the DLQ
         succeeded, failed = counters()
@@ -251,7 +247,7 @@ def test_chaos_every_job_ends_once_and_nothing_is_lost(platform: Callable[..., L
 
         # Then they complete, each with its side effect once, and the DLQ is empty
         wait_for(lambda: counters()[0] == JOBS, 120, "the redriven jobs to succeed")
-        wait_for(lambda: queue_depth(url) == 0, 120, "the queue to drain after the redrive")
+        wait_for(lambda: pending(SPEC) == 0, 120, "the queue to drain after the redrive")
         assert {j: r["status"] for j, r in final_runs().items() if r["status"] != "succeeded"} == {}
         assert effects() == dict.fromkeys(kind, 1)
         assert dlq_job_ids() == Counter()

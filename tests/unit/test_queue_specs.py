@@ -19,9 +19,11 @@ def spec(**overrides: object) -> QueueSpec:
 
 
 def test_the_platform_declares_the_queues_it_needs() -> None:
-    assert {q.name for q in QUEUES} == {"catalog", "sources", "subtitles", "searches", "maintenance", "torrent"}
+    lambda_consumed = {"catalog", "refresh", "sources", "subtitles", "searches", "maintenance"}
+    assert {q.name for q in QUEUES} == lambda_consumed | {"torrent"}
     assert get_queue("torrent").consumer == "streamer"
-    assert {q.name for q in lambda_queues()} == {"catalog", "sources", "subtitles", "searches", "maintenance"}
+    assert {q.name for q in lambda_queues()} == lambda_consumed
+    assert get_queue("refresh").max_concurrency == 6  # user-triggered refreshes: at most 6 at once
 
 
 @pytest.mark.parametrize(

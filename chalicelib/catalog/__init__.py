@@ -1,0 +1,1 @@
+"""The catalog: TMDB sync jobs, storage and the reads behind the catalog API."""

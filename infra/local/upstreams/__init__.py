@@ -1,0 +1,1 @@
+"""Sample servers for upstream APIs unreachable from here: tests and `make run` without credentials use them."""

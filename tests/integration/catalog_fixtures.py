@@ -1,0 +1,54 @@
+"""The catalog on the local runtime against the sample TMDB: fixtures shared by the catalog tests."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from chalice.test import Client
+
+import app as app_module
+from infra.local.runtime import LocalRuntime
+from infra.local.upstreams.tmdb import SampleTMDB
+from tests.integration.platform_fixtures import fast
+
+CATALOG_QUEUES = ("catalog", "refresh", "maintenance")
+
+
+@pytest.fixture
+def sample_tmdb(restore_environ: None) -> Iterator[SampleTMDB]:
+    """The sample TMDB, and the app's settings pointing at it (a generous rate limit: tests wait on it)."""
+    with SampleTMDB(port=0) as sample:
+        os.environ.update(
+            TMDB_BASE_URL=sample.url, TMDB_API_KEY=sample.api_key, TMDB_RATE_LIMIT="200", TMDB_TIMEOUT="2"
+        )
+        os.environ.pop("TMDB_TOKEN", None)
+        yield sample
+
+
+@pytest.fixture
+def catalog(platform: Callable[..., LocalRuntime], sample_tmdb: SampleTMDB) -> Callable[..., LocalRuntime]:
+    """Start the local runtime on the catalog's queues (pollers on unless `run_pollers=False`)."""
+
+    def start(**options: Any) -> LocalRuntime:
+        return platform(*(fast(name) for name in CATALOG_QUEUES), **options)
+
+    return start
+
+
+@pytest.fixture
+def api() -> Iterator[Callable[..., tuple[int, Any]]]:
+    """The real app through Chalice's test client: `api("GET", "/movies/1")` -> (status, JSON body)."""
+    with Client(app_module.app) as client:
+
+        def call(method: str, path: str, body: Any = None) -> tuple[int, Any]:
+            kwargs: dict[str, Any] = {}
+            if body is not None:
+                kwargs = {"body": json.dumps(body), "headers": {"Content-Type": "application/json"}}
+            response = getattr(client.http, method.lower())(path, **kwargs)
+            return response.status_code, json.loads(response.body) if response.body else None
+
+        yield call
