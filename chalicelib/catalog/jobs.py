@@ -23,6 +23,7 @@ from chalicelib.clock import utcnow
 from chalicelib.errors import NotFoundError
 from chalicelib.jobs import enqueue
 from chalicelib.jobs.envelope import JobRequest
+from chalicelib.jobs.migrations import Migration, migration
 from chalicelib.jobs.periodic import periodic
 from chalicelib.jobs.registry import JobContext, LockOn, UniqueFor, job
 from chalicelib.jobs.retry import Retry
@@ -351,3 +352,19 @@ def refresh_show(ctx: JobContext, show_id: int) -> dict[str, Any]:
     outcome = sync_show_now(show_id, max_age=0, all_seasons=True)
     sent = complete_seasons(ctx, show_id)["sent"] if outcome == "synced" else 0
     return {"show_id": show_id, "outcome": outcome, "seasons_sent": sent}
+
+
+# -- first start ------------------------------------------------------------------------------------------
+
+
+@migration
+class FillCatalog(Migration):
+    """A new deployment (or a fresh `make run`) should not wait an hour for its first list refresh."""
+
+    id = "2026-11-23_fill_catalog"
+    description = "Fill a new catalog at once: genres, then TMDB's lists and their members"
+
+    def run(self, ctx: JobContext) -> dict[str, str]:
+        genres = enqueue.enqueue("catalog.sync_genres")
+        lists = enqueue.enqueue("catalog.refresh_lists")
+        return {"sync_genres": genres.job_id, "refresh_lists": lists.job_id}

@@ -298,11 +298,11 @@ def get_list(slug: str, lang: str, page_size: int, cursor: str | None) -> dict[s
     """One page of a list: GetItem for the list, BatchGetItem for its page of members."""
     if slug not in LISTS:
         raise NotFoundError(f"no list {slug!r}; there are {', '.join(LISTS)}")
+    start = _offset(cursor)
     media_list = _get(MediaList, MediaList.key(slug))
     if media_list is None:
         raise NotFoundError(f"list {slug!r} has not been fetched yet")
     members = _ints(media_list.members)
-    start = _offset(cursor)
     page = members[start : start + page_size]
     model: Any = Movie if media_list.media_type == "movie" else Show
     found = {int(i.tmdb_id): i for i in model.batch_get([model.key(i) for i in page])} if page else {}

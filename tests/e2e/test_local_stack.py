@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -72,7 +76,12 @@ def test_a_restart_keeps_a_queued_message_a_table_item_and_an_object(tmp_path: P
         assert second.interrupt() == 0
 
 
-def test_the_banner_says_what_runs_where(tmp_path: Path) -> None:
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def test_the_banner_says_what_runs_where_and_the_sample_tmdb_fills_the_catalog(tmp_path: Path) -> None:
     port, emulator_port = free_port(), free_port()
     args = [sys.executable, "-m", "infra.local", "--port", str(port), "--emulator-port", str(emulator_port)]
     args += ["--data-dir", str(tmp_path / "data")]
@@ -84,8 +93,21 @@ def test_the_banner_says_what_runs_where(tmp_path: Path) -> None:
         assert f"http://127.0.0.1:{port}" in out
         assert f"http://127.0.0.1:{emulator_port}" in out
         assert str(tmp_path / "data") in out
-        # Without TMDB credentials the sample TMDB serves, and the banner says so.
+        # Without TMDB credentials the sample TMDB serves, and the banner says so;
         assert f"TMDB          http://127.0.0.1:{env['SAMPLE_TMDB_PORT']}  (the sample TMDB" in out
+        # the first start fills the catalog from it (a one-time migration), lists and members synced.
+        api = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            lists = get_json(f"{api}/lists")["lists"]
+            if len(lists) == 5 and all(item["count"] for item in lists):
+                break
+            time.sleep(1)
+        assert [item["count"] > 0 for item in lists] == [True] * 5, lists
+        page = get_json(f"{api}/lists/popular-movies?limit=5")
+        assert len(page["items"]) == 5 and page["next_cursor"]
+        movie = get_json(f"{api}/movies/{page['items'][0]['id']}?language=fr")
+        assert movie["title"] and movie["language"] in ("fr", "en")
     finally:
         assert proc.interrupt() == 0
 
