@@ -26,7 +26,7 @@ from chalicelib.jobs.envelope import JobRequest
 from chalicelib.jobs.migrations import Migration, migration
 from chalicelib.jobs.periodic import periodic
 from chalicelib.jobs.registry import JobContext, LockOn, UniqueFor, job
-from chalicelib.jobs.retry import Retry
+from chalicelib.jobs.retry import Retry, RetryLaterError
 from chalicelib.models.catalog import CatalogItem, Genre, MediaList, Movie, Season, Show, SyncState, iso
 from chalicelib.observability import logger
 from chalicelib.settings import get_settings
@@ -179,7 +179,8 @@ def sync_season(ctx: JobContext, show_id: int, season_number: int) -> dict[str, 
 
 def refresh_list(slug: str, pages: int, now: datetime | None = None) -> list[int]:
     """Replace one MediaList with TMDB's current one (one PutItem: readers see the old or the new list, never
-    half of one). Members the catalog lacks are created first, as stubs; returns their ids."""
+    half of one). Members the catalog lacks are created first, as stubs. Returns the members still waiting
+    for their full sync: the new stubs, and any stub an earlier refresh made whose sync never got sent."""
     now = now or utcnow()
     name, source = LISTS[slug]
     media_type = tmdb.LISTS[source]
@@ -192,9 +193,9 @@ def refresh_list(slug: str, pages: int, now: datetime | None = None) -> list[int
         if page >= result.total_pages:
             break
     known = store.stored(media_type, items)
-    new = [item for item_id, item in items.items() if item_id not in known]
-    for item in new:
-        store.save_stub(media_type, item, languages())
+    for item_id, item in items.items():
+        if item_id not in known:
+            store.save_stub(media_type, item, languages())
     MediaList(
         *MediaList.key(slug),
         slug=slug,
@@ -204,7 +205,7 @@ def refresh_list(slug: str, pages: int, now: datetime | None = None) -> list[int
         members=list(items),
         refreshed_at=now,
     ).save()
-    return [item.id for item in new]
+    return [i for i in items if i not in known or known[i].synced_at is None]
 
 
 @periodic(
@@ -212,26 +213,33 @@ def refresh_list(slug: str, pages: int, now: datetime | None = None) -> list[int
 )
 @job("catalog.refresh_lists", queue="catalog", retry=SYNC_RETRY, timeout=120)
 def refresh_lists(ctx: JobContext) -> dict[str, Any]:
+    """Each list on its own: one that fails keeps its stored version while the others are refreshed, and the
+    syncs of the members waiting for one are sent either way (a sync is unique, so sending again is free)."""
     pages = get_settings().catalog_list_pages
-    new: dict[str, set[int]] = {"movie": set(), "tv": set()}
-    failed = []
+    waiting: dict[str, set[int]] = {"movie": set(), "tv": set()}
+    failed: list[str] = []
+    retry_after = 0.0
     for slug, (_, source) in LISTS.items():
         try:
-            new[tmdb.LISTS[source]].update(refresh_list(slug, pages))
-        except (TransientUpstreamError, UpstreamRejectedError) as exc:
+            waiting[tmdb.LISTS[source]].update(refresh_list(slug, pages))
+        except (TransientUpstreamError, UpstreamRejectedError, RetryLaterError) as exc:
             logger.warning("list %s not refreshed: %s", slug, exc)  # the stored list stays as it was
             failed.append(slug)
-    envelopes = [enqueue.build("catalog.sync_movie", {"movie_id": i}) for i in sorted(new["movie"])]
+            if isinstance(exc, RetryLaterError):
+                retry_after = max(retry_after, exc.retry_after)
+    envelopes = [enqueue.build("catalog.sync_movie", {"movie_id": i}) for i in sorted(waiting["movie"])]
     envelopes += [
         enqueue.build(
             "catalog.sync_show", {"show_id": i}, then=[JobRequest(name="catalog.complete_seasons", args={"show_id": i})]
         )
-        for i in sorted(new["tv"])
+        for i in sorted(waiting["tv"])
     ]
     enqueue.enqueue_envelopes(envelopes)
+    if retry_after:
+        raise RetryLaterError(f"lists not refreshed: {', '.join(failed)} (the others were)", retry_after=retry_after)
     if failed:
         raise TransientUpstreamError(f"lists not refreshed: {', '.join(failed)} (the others were)")
-    return {"lists": len(LISTS), "new_movies": len(new["movie"]), "new_shows": len(new["tv"])}
+    return {"lists": len(LISTS), "movies_to_sync": len(waiting["movie"]), "shows_to_sync": len(waiting["tv"])}
 
 
 # -- changes ----------------------------------------------------------------------------------------------
@@ -267,30 +275,36 @@ def sync_changes(media_type: MediaType, *, time_left: Any = None, now: datetime 
     day = date.fromisoformat(state.cursor) if state.cursor else today - timedelta(days=1)
     day = max(day, today - timedelta(days=CHANGES_WINDOW_DAYS))
     summary: dict[str, Any] = {"days": [], "refetched": 0, "removed": 0, "failed": [], "more": False}
-    retry = [int(i) for i in state.data.get("failed", [])]
+    # Items whose refetch failed on an earlier run get one more try (with the first day this run does), then
+    # are given up (logged): one item TMDB keeps failing on must not hold the sync back.
+    carried = [int(i) for i in state.data.get("failed", [])]
+    failed_this_run: list[int] = []
     while day < today:
         day_end = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
         stored = store.stored(media_type, changed_ids(media_type, day))
-        todo = [i for i, item in stored.items() if item.synced_at is None or item.synced_at < day_end]
-        todo += [i for i in retry if i not in todo]
-        retry = []
+        fresh = [i for i, item in stored.items() if item.synced_at is None or item.synced_at < day_end]
+        retries, carried = [i for i in carried if i not in fresh], []
         failures = []
-        for item_id in todo:
+        for item_id in fresh + retries:
             if time_left is not None and time_left() < TIME_LEFT:
                 summary["more"] = True
                 return summary
             try:
                 outcome = sync_now(item_id, max_age=max(0.0, (now - day_end).total_seconds()), now=now)
             except (TransientUpstreamError, UpstreamRejectedError) as exc:
-                logger.warning("%s %s not refetched: %s", media_type, item_id, exc)
-                failures.append(item_id)
+                if item_id in retries:
+                    logger.error("%s %s given up: its refetch failed on two runs: %s", media_type, item_id, exc)
+                else:
+                    logger.warning("%s %s not refetched: %s", media_type, item_id, exc)
+                    failures.append(item_id)
                 continue
             summary["removed" if outcome == "removed" else "refetched"] += 1
-        if failures and len(failures) == len(todo):
+        if fresh and len(failures) == len(fresh):
             raise TransientUpstreamError(f"every refetch of {day} failed; the day will be tried again")
+        failed_this_run += failures
         state.cursor = (day + timedelta(days=1)).isoformat()
         state.last_sync_at = now
-        state.data = {"failed": failures}  # tried once more on the next run, then given up (logged)
+        state.data = {"failed": failed_this_run}
         state.save()
         summary["days"].append(day.isoformat())
         summary["failed"] += failures
