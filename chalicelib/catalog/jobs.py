@@ -145,10 +145,15 @@ def season_completion(ctx: JobContext) -> dict[str, int]:
 def complete_seasons(ctx: JobContext, show_id: int) -> dict[str, int]:
     """Send the due seasons of one show now (the chain after a new show's sync)."""
     now = utcnow()
+    try:
+        show = Show.get(*Show.key(show_id))
+    except Show.DoesNotExist:
+        raise NotFoundError(f"show {show_id} is not in the catalog") from None
+    keys = [Season.key(show_id, int(summary["season_number"])) for summary in show.seasons or []]
     seasons = [
-        item
-        for item in CatalogItem.query(f"SHOW#{show_id}", CatalogItem.sk.between("SEASON#", "SEASON#9999"))
-        if isinstance(item, Season) and item.due_sk is not None and item.due_sk <= iso(now) + "~"
+        season
+        for season in (Season.batch_get(keys) if keys else [])  # the seasons only, not their episodes
+        if season.due_sk is not None and season.due_sk <= iso(now) + "~"
     ]
     return {"sent": _claim_and_send(seasons, now)}
 
