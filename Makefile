@@ -53,7 +53,7 @@ test-unit: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy chalicelib infra app.py
+	$(BIN)/mypy chalicelib infra app.py benchmarks
 
 fmt: install
 	$(BIN)/ruff check --fix .

@@ -101,7 +101,10 @@ def main() -> None:
     assert emulator is not None
     try:
         url = aws.queue_url(SPEC.queue_name(get_settings()))
-        base_rates, base_counts, job_rates, job_counts = [], Counter(), [], Counter()
+        base_rates: list[float] = []
+        job_rates: list[float] = []
+        base_counts: Counter[tuple[str, str]] = Counter()
+        job_counts: Counter[tuple[str, str]] = Counter()
         for _ in range(args.runs):
             before = emulator.requests.copy()
             base_rates.append(baseline(url, args.jobs))

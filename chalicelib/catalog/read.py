@@ -25,7 +25,8 @@ from chalicelib.upstreams.http import UpstreamNotFoundError
 LANGUAGE = re.compile(r"^[a-z]{2}(-[A-Z]{2})?$")
 DEFAULT_PAGE = 20
 MAX_PAGE = 100
-SEARCH_CANDIDATES = 300
+SEARCH_CANDIDATES = 300  # index entries a Query page reads
+SEARCH_PAGES = 3  # at most, for a common word typed with rarer ones
 GENRES_FRESH_FOR = 300.0  # seconds a warm process keeps the genre names
 
 _genres: dict[str, Any] = {"at": 0.0, "items": []}
@@ -331,25 +332,35 @@ def genres(media_type: str | None, lang: str) -> dict[str, Any]:
 
 
 def find(q: str | None, lang: str, page_size: int, cursor: str | None) -> dict[str, Any]:
-    """Title search: one Query on the index for the longest word typed, one BatchGetItem for the page."""
+    """Title search: a Query on the index for the longest word typed (its entries come most popular first),
+    then one BatchGetItem for the page. Usually one index page is enough; for a common word whose first
+    page has too few matches for the other words typed, up to SEARCH_PAGES pages are read."""
     typed = search.query_words(q or "")
     if not typed or len(typed[0]) < search.MIN_QUERY:
         raise ValidationError(f"q needs a word of at least {search.MIN_QUERY} letters", details={"field": "q"})
-    first = typed[0]
-    candidates = CatalogItem.query(f"SEARCH#{first[:2]}", CatalogItem.sk.startswith(first), limit=SEARCH_CANDIDATES)
-    hits: dict[tuple[str, int], float] = {}
-    for entry in candidates:
-        if isinstance(entry, SearchEntry) and search.matches(entry.titles, typed):
-            hits[(entry.media_type, int(entry.media_id))] = float(entry.popularity or 0)
-    ranked = sorted(hits, key=lambda k: (-hits[k], k))
     start = _offset(cursor)
+    wanted = start + page_size + 1  # one more than the page, to know whether there is a next one
+    first = typed[0]
+    hits: dict[tuple[str, int], float] = {}
+    entries = CatalogItem.query(f"SEARCH#{first[:2]}", CatalogItem.sk.startswith(first), page_size=SEARCH_CANDIDATES)
+    for read_entries, entry in enumerate(entries, start=1):
+        if isinstance(entry, SearchEntry) and search.matches(entry.titles, typed):
+            hits.setdefault((entry.media_type, int(entry.media_id)), float(entry.popularity or 0))
+        page_done = read_entries % SEARCH_CANDIDATES == 0
+        if page_done and (len(hits) >= wanted or read_entries >= SEARCH_CANDIDATES * SEARCH_PAGES):
+            break  # enough for this page (or read enough): leave the rest of the word's entries unread
+    exhausted = entries.last_evaluated_key is None
+    ranked = sorted(hits, key=lambda k: (-hits[k], k))
     page = ranked[start : start + page_size]
     keys = [Movie.key(i) if t == "movie" else Show.key(i) for t, i in page]
     items = {(i.pk, i.sk): i for i in CatalogItem.batch_get(keys) if isinstance(i, Media)} if keys else {}
     results = [summary(items[k], lang) for k in keys if k in items and items[k].removed_at is None]
+    more = len(ranked) > start + page_size
     return {
         "query": q,
-        "total": len(ranked),
         "results": results,
-        "next_cursor": _cursor(start + page_size, len(ranked)),
+        # Exact when every entry of the word was read; else how many were found so far ("at least").
+        "total": len(ranked),
+        "total_is_exact": exhausted,
+        "next_cursor": _cursor(start + page_size, start + page_size + 1) if more else None,
     }

@@ -20,7 +20,7 @@ _COMMON = (
     "el los las un una y del",
 )
 STOPWORDS = frozenset(" ".join(_COMMON).split())
-MAX_WORDS = 60  # per item, so an item's words and its own write fit in one DynamoDB transaction
+MAX_WORDS = 45  # per item: its old and new entries and its own write fit in one DynamoDB transaction
 MIN_QUERY = 2
 
 

@@ -102,35 +102,46 @@ def _write(
     media_type: str,
     media_id: int,
 ) -> None:
-    """The item's update and its search entries' changes, in one transaction."""
+    """The item's update and its search entries' changes, in one transaction.
+
+    Every entry carries the item's titles and popularity (its place in the index): when either moved, all of
+    the item's entries are replaced; otherwise only words gained or lost are written.
+    """
     titles = _search_titles(values["title"], values.get("original_title"), values.get("translations") or {})
     new_words = search.words(titles)
-    old_words: set[str] = {str(w) for w in existing.search_words or []} if existing is not None else set()
     text = search.titles_text(titles)
+    old_words: list[str] = [str(w) for w in existing.search_words or []] if existing is not None else []
+    old_popularity = float(existing.search_popularity or 0) if existing is not None else 0.0
     old_text = (
         search.titles_text(_search_titles(existing.title, existing.original_title, existing.translations or {}))
         if existing is not None
         else None
     )
-    popularity = float(existing.popularity or 0) if existing is not None else None
-    popularity_moved = popularity is None or abs(popularity - values["popularity"]) > 0.25 * max(1.0, popularity)
-    # Every entry carries the titles and popularity: rewrite them all when those moved, else only new words.
-    rewrite = set(new_words) if (text != old_text or popularity_moved) else set(new_words) - old_words
-    values = values | {"search_words": new_words}
+    popularity = float(values["popularity"])
+    if old_words and abs(popularity - old_popularity) <= 0.25 * max(1.0, old_popularity) and text == old_text:
+        popularity = old_popularity  # close enough: keep the entries where they are
+        removed, added = set(old_words) - set(new_words), set(new_words) - set(old_words)
+    else:
+        removed, added = set(old_words), set(new_words)
+    values = values | {"search_words": new_words, "search_popularity": popularity}
+    same_place = SearchEntry.key("", popularity, media_type, media_id) == SearchEntry.key(
+        "", old_popularity, media_type, media_id
+    )
     with TransactWrite(connection=connection()) as tx:
         tx.update(model(*key), actions=actions(model, values))
-        for word in sorted(rewrite):
+        # (An entry kept at the same key is overwritten, not deleted: a transaction touches an item once.)
+        for word in sorted(removed - added if same_place else removed):
+            tx.delete(SearchEntry(*SearchEntry.key(word, old_popularity, media_type, media_id)))
+        for word in sorted(added):
             entry = SearchEntry(
-                *SearchEntry.key(word, media_type, media_id),
+                *SearchEntry.key(word, popularity, media_type, media_id),
                 word=word,
                 media_type=media_type,
                 media_id=media_id,
-                popularity=values["popularity"],
+                popularity=popularity,
                 titles=text,
             )
             tx.save(entry)
-        for word in sorted(old_words - set(new_words)):
-            tx.delete(SearchEntry(*SearchEntry.key(word, media_type, media_id)))
 
 
 def _get(model: type[Movie] | type[Show], key: tuple[str, str]) -> Any:

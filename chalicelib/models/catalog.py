@@ -90,8 +90,10 @@ class Media(CatalogItem):
     synced_at = UTCDateTimeAttribute(null=True)
     # Set when TMDB answers 404 for it: kept (nothing is lost), served with `removed`, left out of lists.
     removed_at = UTCDateTimeAttribute(null=True)
-    # The words this item is indexed under for search, so a re-sync removes the ones its titles lost.
+    # The words this item is indexed under for search, and the popularity its entries carry (their order),
+    # so a re-sync finds its entries' keys to replace or remove.
     search_words = ListAttribute(of=UnicodeAttribute, default=list)
+    search_popularity = NumberAttribute(null=True)
 
 
 class Movie(Media, discriminator="movie"):
@@ -194,8 +196,9 @@ class SyncState(CatalogItem, discriminator="sync"):
 
 
 class SearchEntry(CatalogItem, discriminator="search"):
-    """One word of one item's titles: `SEARCH#<first two letters>` / `<word>#<type>#<id>`, so a prefix query
-    finds every item with a word starting with what was typed."""
+    """One word of one item's titles: `SEARCH#<first two letters>` / `<word>#<rank>#<type>#<id>`, where the rank
+    orders an exact word's items most popular first. A prefix query finds every item with a word starting
+    with what was typed, the most popular of each word first."""
 
     word = UnicodeAttribute()
     media_type = UnicodeAttribute()
@@ -204,9 +207,6 @@ class SearchEntry(CatalogItem, discriminator="search"):
     titles = UnicodeAttribute(default="")  # every indexed title, normalized, to match the other words typed
 
     @staticmethod
-    def key(word: str, media_type: str, media_id: int) -> tuple[str, str]:
-        return f"SEARCH#{word[:2]}", f"{word}#{media_type}#{media_id}"
-
-
-def media_key(media_type: str, media_id: int) -> tuple[str, str]:
-    return Movie.key(media_id) if media_type == "movie" else Show.key(media_id)
+    def key(word: str, popularity: float, media_type: str, media_id: int) -> tuple[str, str]:
+        rank = 9_999_999_999 - min(9_999_999_999, max(0, int(popularity * 1000)))
+        return f"SEARCH#{word[:2]}", f"{word}#{rank:010d}#{media_type}#{media_id}"

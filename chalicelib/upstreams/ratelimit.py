@@ -7,7 +7,8 @@ call. When the newest ticket's slot is already in the past (the upstream was idl
 a new era at `now` with a conditional write, so idle time never turns into a burst.
 
 A ticket taken up to `LATE` after its slot is used at once (taking it costs a round trip to DynamoDB);
-later than that, the limiter starts a new era instead. So a call goes out within `LATE` of its slot, and
+later than that, the caller starts a new era instead, holding its first slot (two writes for a call after
+an idle spell, one while busy). So a call goes out within `LATE` of its slot, and
 `interval` is `1 / rate` stretched by enough headroom (15%) that no window of one second, however placed,
 sees more than `rate` calls go out.
 """
@@ -51,12 +52,13 @@ class RateLimiter:
             item = self._item()
             item.update(actions=[JobItem.seq.add(1), JobItem.kind.set("ratelimit")])
             now = self.clock()
-            if item.base is None:
-                self._new_era(None, now)
-                continue
-            slot = float(item.base) + (int(item.seq or 1) - 1) * self.interval
-            if slot < now - LATE:  # idle since: start again from now, without a burst
-                self._new_era(float(item.base), now)
+            old_base = float(item.base) if item.base is not None else None
+            slot = (old_base or 0.0) + (int(item.seq or 1) - 1) * self.interval
+            if old_base is None or slot < now - LATE:
+                # Idle since (or never used): start a new era at now, holding its first slot; another caller
+                # who started it first wins, and this one takes a ticket in theirs.
+                if self._new_era(old_base, now):
+                    return 0.0
                 continue
             wait = slot - now
             if wait > self.max_wait:
@@ -66,12 +68,13 @@ class RateLimiter:
             return max(0.0, wait)
         raise RetryLaterError(f"{self.name} rate limit: too much contention", retry_after=1.0)
 
-    def _new_era(self, old_base: float | None, now: float) -> None:
+    def _new_era(self, old_base: float | None, now: float) -> bool:
+        """Set the era to start now with this caller holding ticket 1 (its slot is now). False if it changed."""
         condition = JobItem.base.does_not_exist() if old_base is None else JobItem.base == old_base
         try:
-            # Half of LATE ahead: the next ticket (a round trip away) finds its slot now, not already late.
-            base = now + LATE / 2
-            self._item().update(actions=[JobItem.base.set(base), JobItem.seq.set(0)], condition=condition)
+            self._item().update(actions=[JobItem.base.set(now), JobItem.seq.set(1)], condition=condition)
+            return True
         except UpdateError as exc:
             if getattr(exc, "cause_response_code", None) != "ConditionalCheckFailedException":
-                raise  # someone else started the era: fine, take a ticket in it
+                raise
+            return False

@@ -199,3 +199,28 @@ def test_every_read_route_costs_at_most_two_dynamodb_calls(stocked: LocalRuntime
             n for (service, _), n in (stocked.emulator.requests - before).items() if service == "DynamoDB"
         )
     assert {path: n for path, n in calls.items() if not 1 <= n <= 2} == {}, calls
+
+
+def test_search_finds_a_rare_match_behind_hundreds_of_common_ones_most_popular_first(
+    catalog: Callable[..., LocalRuntime], api: Api
+) -> None:
+    from chalicelib.catalog import store
+    from chalicelib.upstreams.tmdb import ListItem
+
+    catalog(run_pollers=False)
+    # Given 400 titles sharing the word "common", and one more, the least popular, with a rare second word
+    for n in range(400):
+        store.save_stub("movie", ListItem(id=500000 + n, title=f"Common Title {n}", popularity=10 + n), ["en"])
+    store.save_stub("movie", ListItem(id=600000, title="Common Zebra", popularity=1.0), ["en"])
+
+    # When both words are typed, the rare match is found although its entry sorts after 400 others
+    status, found = api("GET", "/search?q=common%20zebra")
+    assert status == 200 and [r["id"] for r in found["results"]] == [600000]
+    assert found["total_is_exact"]
+
+    # And a common word alone lists the most popular first, a page at a time, saying the total is a floor
+    status, common = api("GET", "/search?q=common&limit=5")
+    assert [r["id"] for r in common["results"]] == [500399, 500398, 500397, 500396, 500395]
+    assert common["next_cursor"] and not common["total_is_exact"] and common["total"] >= 300
+    status, second = api("GET", f"/search?q=common&limit=5&cursor={common['next_cursor']}")
+    assert [r["id"] for r in second["results"]] == [500394, 500393, 500392, 500391, 500390]
