@@ -36,10 +36,15 @@ $(INSTALLED): requirements.txt requirements-dev.txt | $(PY)
 install: $(INSTALLED)
 
 # Debian packages the tests use, installed only when missing (root, as on a fresh machine).
-# Node.js runs the CDK's jsii runtime during synthesis.
+# Node.js runs the CDK's jsii runtime during synthesis; opentracker and aria2 (aria2c) are the real tracker
+# and seeder of the tracker tests and benchmark. One `apt-get update` for whatever is missing.
 system-deps:
-	@command -v node >/dev/null 2>&1 || { echo "==> installing nodejs"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs >/dev/null; }
+	@missing=""; \
+	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
+	command -v opentracker >/dev/null 2>&1 || missing="$$missing opentracker"; \
+	command -v aria2c >/dev/null 2>&1 || missing="$$missing aria2"; \
+	if [ -n "$$missing" ]; then echo "==> installing$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 
 run: install
 	$(PY) -m infra.local
@@ -53,7 +58,7 @@ test-unit: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy chalicelib infra app.py benchmarks
+	$(BIN)/mypy chalicelib infra streamer app.py benchmarks
 
 fmt: install
 	$(BIN)/ruff check --fix .

@@ -33,6 +33,7 @@ from chalicelib.observability import logger
 from chalicelib.upstreams.ratelimit import RateLimiter
 
 Model = TypeVar("Model", bound=BaseModel)
+T = TypeVar("T")
 
 # DynamoDB items hold 400 KB; a compressed response larger than this is simply not cached.
 MAX_CACHED_BYTES = 300_000
@@ -153,7 +154,24 @@ class JsonApi:
             self.cache.put(path, params, 200, data.model_dump(mode="json", by_alias=True), ttl=ttl, now=self.clock())
         return data
 
+    def get_parsed(self, path: str, params: Mapping[str, Any], parse: Callable[[requests.Response], T]) -> T:
+        """GET `path` with the same limits, retries and error mapping, read by `parse` (e.g. XML), uncached.
+        `parse` raises TransientUpstreamError for an answer it cannot read, which is retried like a 5xx."""
+        retrying = Retrying(
+            stop=stop_after_attempt(self.attempts), wait=_wait, retry=retry_if_exception(_is_transient), reraise=True
+        )
+        return retrying(lambda: parse(self._response(path, dict(params))))
+
     def _fetch(self, path: str, params: dict[str, Any], model: type[Model]) -> Model:
+        response = self._response(path, params)
+        try:
+            data = response.json()
+        except ValueError as exc:
+            kind = response.headers.get("Content-Type", "?").split(";")[0]
+            raise TransientUpstreamError(f"{self.name}: {path} answered {kind} that is not JSON") from exc
+        return self._validate(path, data, model)
+
+    def _response(self, path: str, params: dict[str, Any]) -> requests.Response:
         if self.limiter is not None:
             self.limiter.acquire()
         url = self.base_url.rstrip("/") + path
@@ -174,12 +192,7 @@ class JsonApi:
             raise TransientUpstreamError(f"{self.name}: {path} answered {status}")
         if status >= 400:
             raise UpstreamRejectedError(f"{self.name}: {path} answered {status}: {_message(response)}")
-        try:
-            data = response.json()
-        except ValueError as exc:
-            kind = response.headers.get("Content-Type", "?").split(";")[0]
-            raise TransientUpstreamError(f"{self.name}: {path} answered {kind} that is not JSON") from exc
-        return self._validate(path, data, model)
+        return response
 
     def _validate(self, path: str, data: Any, model: type[Model]) -> Model:
         try:
