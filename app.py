@@ -9,17 +9,21 @@ from chalice import Chalice
 from chalicelib.api.admin import bp as admin_bp
 from chalicelib.api.catalog import bp as catalog_bp
 from chalicelib.api.health import bp as health_bp
+from chalicelib.api.sources import bp as sources_bp
 from chalicelib.catalog import jobs as catalog_jobs  # noqa: F401  (registers the catalog's jobs and tasks)
 from chalicelib.errors import normalize_response, to_response
 from chalicelib.jobs import migrations, tasks  # noqa: F401  (registers the platform's jobs and tasks)
 from chalicelib.jobs.consumer import register_consumers
 from chalicelib.jobs.periodic import register_schedules
 from chalicelib.observability import logger
+from chalicelib.sources import health as sources_health  # noqa: F401  (the stats planner, the scrape job)
+from chalicelib.sources import jobs as sources_jobs  # noqa: F401  (registers the sources' jobs and tasks)
 
 app = Chalice(app_name="projectionist")
 app.register_blueprint(health_bp)
 app.register_blueprint(admin_bp)
 app.register_blueprint(catalog_bp)
+app.register_blueprint(sources_bp)
 
 
 @app.middleware("http")

@@ -68,6 +68,10 @@ def check_health(settings: Settings) -> tuple[bool, dict[str, Any]]:
         "scheduler_enabled": settings.enable_scheduler,
         "queues": queues,
     }
+    if "dynamodb" not in failing:
+        from chalicelib.sources.gate import last_recorded
+
+        report["vpn_gate"] = last_recorded() or {"state": "unknown", "reason": "no torrent worker has checked yet"}
     if failing:
         report["failing"] = failing
     return not failing, report

@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     # On AWS the stack passes the bucket's generated name (bucket names are global); locally it is derived.
     bucket: str | None = Field(default=None, validation_alias="BUCKET_NAME")
     enable_scheduler: bool = True
+    # The key (Fernet, urlsafe base64 of 32 bytes) that encrypts stored secrets such as feeds' API keys.
+    secrets_key: SecretStr | None = None
     # The static token that guards /admin until accounts exist; unset, the admin API refuses every call.
     admin_token: SecretStr | None = None
     # CloudWatch EMF metrics on stdout (the local runtime turns them off: they are noise in a terminal).
@@ -55,6 +57,42 @@ class Settings(BaseSettings):
     catalog_list_pages: int = Field(default=2, ge=1, le=25)
     catalog_languages: Annotated[list[str], NoDecode] = Field(default=["en", "fr", "de", "es"], min_length=1)
 
+    # YTS: mirrors tried in order (a failing one is skipped for a cooldown), and one request budget for all.
+    yts_mirrors: Annotated[list[str], NoDecode] = Field(
+        default=["https://yts.mx", "https://yts.lt", "https://yts.gg", "https://yts.am", "https://yts.ag"],
+        min_length=1,
+    )
+    yts_requests_per_minute: float = Field(default=20.0, gt=0, le=6000)
+    yts_timeout: float = Field(default=10.0, gt=0, le=60)
+    # Ranking: the quality a user prefers (better ones rank just below it: they cost more to stream), the
+    # codecs their players decode, best first, and whether 3D releases may be chosen at all.
+    preferred_quality: Literal["480p", "720p", "1080p", "2160p"] = "1080p"
+    preferred_codecs: Annotated[list[str], NoDecode] = Field(default=["x264", "x265", "AV1"], min_length=1)
+    allow_3d: bool = False
+    # The VPN gate in front of torrent-side network work (streamer/vpn.py).
+    vpn_required: bool = False
+    vpn_interface: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,15}$")
+    vpn_expected_egress: str | None = None
+    vpn_probe_address: str = "1.1.1.1"
+    vpn_check_interval: float = Field(default=30.0, ge=0, le=3600)
+    vpn_retry_delay: int = Field(default=60, ge=1, le=900)  # seconds before a job the gate held back comes back
+    # Tracker scrapes (BEP 15 retransmits after timeout * 2^n seconds, n up to tracker_retries).
+    tracker_timeout: float = Field(default=5.0, gt=0, le=60)
+    tracker_retries: int = Field(default=2, ge=0, le=8)
+    # Trackers put in the magnets we build and scraped for health (YTS's recommended list by default).
+    trackers: Annotated[list[str], NoDecode] = Field(
+        default=[
+            "udp://open.demonii.com:1337/announce",
+            "udp://tracker.opentrackr.org:1337/announce",
+            "udp://tracker.openbittorrent.com:80",
+            "udp://tracker.coppersurfer.tk:6969",
+            "udp://glotorrents.pw:6969/announce",
+            "udp://torrent.gresille.org:80/announce",
+            "udp://p4p.arenabg.com:1337",
+            "udp://tracker.leechers-paradise.org:6969",
+        ],
+    )
+
     @field_validator(
         "aws_endpoint_url",
         "aws_endpoint_url_dynamodb",
@@ -62,13 +100,14 @@ class Settings(BaseSettings):
         "aws_endpoint_url_s3",
         "tmdb_token",
         "tmdb_api_key",
+        "secrets_key",
         mode="before",
     )
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if value == "" else value
 
-    @field_validator("catalog_languages", mode="before")
+    @field_validator("catalog_languages", "yts_mirrors", "preferred_codecs", "trackers", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):  # from the environment: "fr,de" or a JSON list
@@ -83,6 +122,14 @@ class Settings(BaseSettings):
             if not re.fullmatch(r"[a-z]{2}", language):
                 raise ValueError(f"{language!r} is not a two-letter ISO 639-1 language code")
         return ["en", *[language for language in dict.fromkeys(value) if language != "en"]]
+
+    @field_validator("yts_mirrors")
+    @classmethod
+    def _urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not re.match(r"^https?://[^/\s]+", url):
+                raise ValueError(f"{url!r} is not an http(s) URL")
+        return [url.rstrip("/") for url in value]
 
     def endpoint_url(self, service: str) -> str | None:
         """The endpoint for one AWS service: its own override, else the shared one, else AWS itself."""

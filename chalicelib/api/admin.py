@@ -22,9 +22,11 @@ from chalicelib.settings import get_settings
 bp = Blueprint(__name__)
 
 
-def _authorize() -> None:
+def require_admin(request: Any = None) -> None:
+    """Admin only (the static token until accounts exist): else a 401. Other blueprints pass their request."""
+    request = request if request is not None else bp.current_request
     expected = get_settings().admin_token
-    header = str(bp.current_request.headers.get("authorization") or "")
+    header = str(request.headers.get("authorization") or "")
     scheme, _, token = header.partition(" ")
     if expected is None:
         raise UnauthorizedError("the admin API is disabled: set ADMIN_TOKEN")
@@ -71,13 +73,13 @@ def _time(params: dict[str, str], name: str) -> datetime | None:
 
 @bp.route("/admin/tasks", methods=["GET"])
 def list_tasks() -> dict[str, Any]:
-    _authorize()
+    require_admin()
     return {"tasks": [periodic.describe(name) for name in sorted(periodic.TASKS)]}
 
 
 @bp.route("/admin/tasks/{name}/toggle", methods=["POST"])
 def toggle_task(name: str) -> dict[str, Any]:
-    _authorize()
+    require_admin()
     body = _body()
     enabled = body.get("enabled")
     if enabled is not None and not isinstance(enabled, bool):
@@ -88,14 +90,14 @@ def toggle_task(name: str) -> dict[str, Any]:
 
 @bp.route("/admin/tasks/{name}/run", methods=["POST"])
 def run_task(name: str) -> dict[str, Any]:
-    _authorize()
+    require_admin()
     outcome, job_id = periodic.fire(name, manual=True)
     return {"task": name, "outcome": outcome, "job_id": job_id}
 
 
 @bp.route("/admin/runs", methods=["GET"])
 def list_runs() -> dict[str, Any]:
-    _authorize()
+    require_admin()
     params = _query()
     status = params.get("status")
     try:
@@ -115,13 +117,13 @@ def list_runs() -> dict[str, Any]:
 
 @bp.route("/admin/stats", methods=["GET"])
 def get_stats() -> dict[str, Any]:
-    _authorize()
+    require_admin()
     return stats.collect(window_hours=_int(_query(), "window_hours", 24, 1, 24 * 60))
 
 
 @bp.route("/admin/jobs/{job_id}", methods=["GET"])
 def get_job(job_id: str) -> dict[str, Any]:
-    _authorize()
+    require_admin()
     attempts = runs.job_runs(job_id)
     if not attempts:
         raise NotFoundError(f"no runs of job {job_id!r} (queued jobs appear once they start)")
@@ -130,19 +132,19 @@ def get_job(job_id: str) -> dict[str, Any]:
 
 @bp.route("/admin/batches/{batch_id}", methods=["GET"])
 def get_batch(batch_id: str) -> dict[str, Any]:
-    _authorize()
+    require_admin()
     return batches.get(batch_id)
 
 
 @bp.route("/admin/queues", methods=["GET"])
 def list_queues() -> dict[str, Any]:
-    _authorize()
+    require_admin()
     return {"queues": {spec.name: queue_depth(spec) for spec in QUEUES}}
 
 
 @bp.route("/admin/queues/{name}/redrive", methods=["POST"])
 def redrive_queue(name: str) -> dict[str, Any]:
-    _authorize()
+    require_admin()
     try:
         spec = get_queue(name)
     except KeyError:
@@ -152,11 +154,11 @@ def redrive_queue(name: str) -> dict[str, Any]:
 
 @bp.route("/admin/migrations", methods=["GET"])
 def list_migrations() -> dict[str, Any]:
-    _authorize()
+    require_admin()
     return {"migrations": migrations.list_all()}
 
 
 @bp.route("/admin/migrations/{migration_id}/retry", methods=["POST"])
 def retry_migration(migration_id: str) -> dict[str, Any]:
-    _authorize()
+    require_admin()
     return {"migration_id": migration_id, "job_id": migrations.retry(migration_id)}

@@ -18,7 +18,18 @@ from pynamodb.transactions import TransactWrite
 from chalicelib.catalog import search
 from chalicelib.clock import utcnow
 from chalicelib.models.base import connection
-from chalicelib.models.catalog import CatalogItem, Episode, Media, Movie, SearchEntry, Season, Show
+from chalicelib.models.catalog import (
+    NEW,
+    SOURCE_SEARCH,
+    CatalogItem,
+    Episode,
+    ExternalId,
+    Media,
+    Movie,
+    SearchEntry,
+    Season,
+    Show,
+)
 from chalicelib.upstreams import tmdb
 
 LATEST_SEASON_EVERY = timedelta(hours=3)  # the latest season of a running show
@@ -124,11 +135,18 @@ def _write(
     else:
         removed, added = set(old_words), set(new_words)
     values = values | {"search_words": new_words, "search_popularity": popularity}
+    if existing is None and model is Movie:  # new in the catalog: first in line for a source search
+        due = Movie(*key)
+        due.set_due(f"{SOURCE_SEARCH}#{NEW}", utcnow())
+        values |= {"due_pk": due.due_pk, "due_sk": due.due_sk}
     same_place = SearchEntry.key("", popularity, media_type, media_id) == SearchEntry.key(
         "", old_popularity, media_type, media_id
     )
+    imdb_id = values.get("imdb_id")
     with TransactWrite(connection=connection()) as tx:
         tx.update(model(*key), actions=actions(model, values))
+        if imdb_id and (existing is None or existing.imdb_id != imdb_id):  # how feeds find it by IMDb id
+            tx.save(ExternalId(*ExternalId.key("imdb", imdb_id), media_type=media_type, media_id=media_id))
         # (An entry kept at the same key is overwritten, not deleted: a transaction touches an item once.)
         for word in sorted(removed - added if same_place else removed):
             tx.delete(SearchEntry(*SearchEntry.key(word, old_popularity, media_type, media_id)))

@@ -43,7 +43,7 @@ def register_consumers(
     `namespace` (the app module's globals) is given, its own module attribute.
     """
     registered = {}
-    for spec in lambda_queues() if specs is None else specs:
+    for spec in lambda_queues() if specs is None else [s for s in specs if s.consumer == "lambda"]:
 
         def handler(event: Any, _spec: QueueSpec = spec) -> dict[str, Any]:
             return consume(event.to_dict(), event.context, _spec, dispatcher=dispatcher)

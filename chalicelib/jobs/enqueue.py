@@ -119,15 +119,28 @@ def send(
         send_to_queue(queue, [e.to_body() for e in batch], delay=math.ceil(delay))
 
 
-def send_to_queue(queue: str, bodies: list[str], *, delay: int = 0, dlq: bool = False) -> None:
+def send_spread(envelopes: list[Envelope], over: float, *, jobs: Registry = registry) -> None:
+    """Send new jobs with delays spread evenly over `over` seconds (at most 15 minutes), e.g. so that a
+    planner's batch reaches a rate-limited upstream at the pace the budget allows, not all at once."""
+    step = min(over, MAX_SQS_DELAY) / max(1, len(envelopes))
+    by_queue: dict[str, list[tuple[Envelope, int]]] = defaultdict(list)
+    for index, envelope in enumerate(envelopes):
+        by_queue[jobs.get(envelope.name).queue].append((envelope, int(index * step)))
+    for queue, batch in by_queue.items():
+        send_to_queue(queue, [e.to_body() for e, _ in batch], delays=[d for _, d in batch])
+
+
+def send_to_queue(
+    queue: str, bodies: list[str], *, delay: int = 0, delays: list[int] | None = None, dlq: bool = False
+) -> None:
     spec = get_queue(queue)
     url = aws.queue_url(spec.dlq_name() if dlq else spec.queue_name())
     for start in range(0, len(bodies), 10):
         chunk = bodies[start : start + 10]
         entries: list[dict[str, Any]] = [{"Id": str(i), "MessageBody": body} for i, body in enumerate(chunk)]
-        if delay and not spec.fifo:
-            for entry in entries:
-                entry["DelaySeconds"] = min(delay, MAX_SQS_DELAY)
+        if (delay or delays) and not spec.fifo:
+            for i, entry in enumerate(entries):
+                entry["DelaySeconds"] = min(delays[start + i] if delays else delay, MAX_SQS_DELAY)
         remaining = entries
         for _ in range(3):  # SendMessageBatch can fail some entries; resend just those
             response = aws.sqs().send_message_batch(QueueUrl=url, Entries=remaining)

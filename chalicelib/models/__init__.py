@@ -9,5 +9,6 @@ def all_models() -> list[Any]:
     from chalicelib.models.cache import CachedResponse
     from chalicelib.models.catalog import CatalogItem
     from chalicelib.models.jobs import JobItem
+    from chalicelib.models.sources import SourceItem
 
-    return [JobItem, CatalogItem, CachedResponse]
+    return [JobItem, CatalogItem, CachedResponse, SourceItem]

@@ -38,6 +38,13 @@ def iso(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+# A movie's next source search is on the due index, in one of these tiers: new in the catalog (never
+# searched) first, then popular ones, then the rest.
+SOURCE_SEARCH = "SOURCE_SEARCH"
+NEW, POPULAR, OTHERS = 0, 1, 2
+POPULAR_FROM = 20.0  # TMDB popularity
+
+
 class DueIndex(GlobalSecondaryIndex["CatalogItem"]):
     class Meta:
         index_name = "due"
@@ -99,6 +106,9 @@ class Media(CatalogItem):
 class Movie(Media, discriminator="movie"):
     release_date = UnicodeAttribute(null=True)
     runtime = NumberAttribute(null=True)
+    # Its source search (chalicelib/sources): when it last ran and what it found; the next one is on `due`.
+    sources_searched_at = UTCDateTimeAttribute(null=True)
+    sources_found = NumberAttribute(null=True)
 
     @staticmethod
     def key(movie_id: int) -> tuple[str, str]:
@@ -159,6 +169,17 @@ class Episode(CatalogItem, discriminator="episode"):
     @staticmethod
     def key(show_id: int, season_number: int, episode_number: int) -> tuple[str, str]:
         return f"SHOW#{show_id}", f"SEASON#{season_number:04d}#EP#{episode_number:04d}"
+
+
+class ExternalId(CatalogItem, discriminator="alias"):
+    """An outside id pointing at a catalog item, e.g. IMDB#tt0063350 -> movie 10331 (how feeds match)."""
+
+    media_type = UnicodeAttribute()
+    media_id = NumberAttribute()
+
+    @staticmethod
+    def key(kind: str, value: str) -> tuple[str, str]:
+        return f"{kind.upper()}#{value}", "ALIAS"
 
 
 class Genre(CatalogItem, discriminator="genre"):

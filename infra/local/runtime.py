@@ -53,9 +53,11 @@ class RuntimeOptions:
     # Attach to an emulator another runtime serves (e.g. extra worker processes polling the same queues)
     # instead of starting one: this runtime then neither serves nor snapshots AWS state.
     emulator_url: str | None = None
-    # With no TMDB credentials in the environment, serve the sample TMDB on this port (0: any free port) and
-    # point the app at it; None: never (the app then talks to whatever TMDB_BASE_URL says). `make run`: 8002.
+    # Serve sample upstreams for what the environment does not configure (see _start_samples): the sample TMDB
+    # on this port (0: any free port), the others on free ports; None: none at all. `make run`: 8002.
     sample_tmdb_port: int | None = None
+    # Poll the torrent queue with the streamer's worker (behind its VPN gate), as the container would.
+    torrent_worker: bool = True
     # Extra handlers by queue name, for queues no Chalice consumer reads (e.g. the streamer's).
     extra_handlers: dict[str, Any] = field(default_factory=dict)
     # Builds the Chalice app to run, called once the environment is set (as Lambda imports app.py after
@@ -85,7 +87,7 @@ class LocalRuntime:
         self.ticker: Ticker | None = None
         self.app: Any = None
         self.migrations_started: list[str] = []
-        self.sample_tmdb: Any = None
+        self.samples: dict[str, Any] = {}  # sample upstreams this runtime serves, by name
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._server: Any = None
@@ -101,6 +103,7 @@ class LocalRuntime:
         self._configure_environment()
         settings = get_settings()
         provision(settings, dynamodb=aws.dynamodb(), sqs=aws.sqs(), s3=aws.s3(), queues=opts.queues)
+        self._register_sample_feed()
         self.app = (opts.app_factory or load_project_app)()
         if opts.run_pollers:
             self.start_pollers()
@@ -114,16 +117,52 @@ class LocalRuntime:
             self._start_api()
 
     def _start_samples(self) -> None:
-        """The sample TMDB, when no TMDB credentials are configured (with them, the app talks to TMDB)."""
+        """Sample upstreams for what is not configured (with `sample_tmdb_port` set, as `make run` sets it): the
+        sample TMDB without TMDB credentials, the sample YTS (five mirrors, the first down and the second
+        serving a maintenance page) without YTS_MIRRORS, a sample tracker without TRACKERS, and a sample
+        Torznab indexer, registered as a feed once the tables exist."""
         port = self.options.sample_tmdb_port
-        if port is None or os.environ.get("TMDB_TOKEN") or os.environ.get("TMDB_API_KEY"):
+        if port is None:
             return
         from infra.local.upstreams.tmdb import SampleTMDB
+        from infra.local.upstreams.torznab import SampleTorznab
+        from infra.local.upstreams.tracker import SampleTracker
+        from infra.local.upstreams.yts import SampleYTS
 
-        self.sample_tmdb = SampleTMDB(port=port)
-        self.sample_tmdb.start()
-        os.environ["TMDB_BASE_URL"] = self.sample_tmdb.url
-        os.environ["TMDB_API_KEY"] = self.sample_tmdb.api_key
+        if not (os.environ.get("TMDB_TOKEN") or os.environ.get("TMDB_API_KEY")):
+            self.samples["TMDB"] = SampleTMDB(port=port).start()
+            os.environ["TMDB_BASE_URL"] = self.samples["TMDB"].url
+            os.environ["TMDB_API_KEY"] = self.samples["TMDB"].api_key
+        if not os.environ.get("YTS_MIRRORS"):
+            yts = self.samples["YTS"] = SampleYTS().start()
+            os.environ["YTS_MIRRORS"] = ",".join(yts.mirror_urls[name] for name in yts.mirrors)
+        if not os.environ.get("TRACKERS"):
+            self.samples["tracker"] = SampleTracker().start()
+            os.environ["TRACKERS"] = self.samples["tracker"].url
+        self.samples["Torznab"] = SampleTorznab().start()
+
+    def _register_sample_feed(self) -> None:
+        indexer = self.samples.get("Torznab")
+        if indexer is None:
+            return
+        from chalicelib.sources import feeds
+
+        if not feeds.all_feeds():
+            feeds.register("sample indexer", indexer.feed_url("alpha"), indexer.api_key("alpha"))
+
+    def _secrets_key(self) -> str:
+        """The key that encrypts stored secrets: made once and kept with the data (in memory without a data
+        folder), so a restart can still read what it stored."""
+        from chalicelib.secrets import new_key
+
+        if self.options.data_dir is None:
+            return new_key()
+        path = self.options.data_dir / "secrets.key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(new_key())
+            path.chmod(0o600)
+        return path.read_text().strip()
 
     @property
     def emulator_url(self) -> str:
@@ -139,6 +178,7 @@ class LocalRuntime:
         os.environ.setdefault("EMIT_METRICS", "false")
         # The admin API's static token; on one machine bound to 127.0.0.1 a known default is convenient.
         os.environ.setdefault("ADMIN_TOKEN", "local-admin-token")
+        os.environ.setdefault("SECRETS_KEY", self._secrets_key())
         os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
         os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
         os.environ.setdefault("AWS_REGION", "us-east-1")
@@ -165,8 +205,13 @@ class LocalRuntime:
             if getattr(source, "queue", None)
         }
         settings = get_settings()
+        extra = dict(self.options.extra_handlers)
+        if self.options.torrent_worker and "torrent" not in extra:  # the streamer's worker, in this process
+            from streamer.worker import torrent_handler
+
+            extra["torrent"] = torrent_handler()
         for spec in self.options.queues:
-            handler = handlers.get(spec.queue_name(settings)) or self.options.extra_handlers.get(spec.name)
+            handler = handlers.get(spec.queue_name(settings)) or extra.get(spec.name)
             if handler is None:
                 continue  # e.g. the torrent queue: consumed by the streamer, not by a Lambda
             url = aws.queue_url(spec.queue_name(settings))
@@ -200,7 +245,7 @@ class LocalRuntime:
             f"  API           http://{opts.host}:{opts.port}  (try /health)",
             f"  AWS emulator  {self.emulator_url}  (DynamoDB, SQS, S3; moto)",
             f"  AWS endpoint  {settings.aws_endpoint_url}" if opts.external_endpoint else "",
-            f"  TMDB          {self._tmdb_line(settings)}",
+            *self._upstream_lines(settings),
             f"  data          {opts.data_dir or '(in memory only)'}",
             f"  stage         {settings.stage}   scheduler {'on' if settings.enable_scheduler else 'off'}",
             f"  queues        {', '.join(p.spec.name for p in self.pollers) or '(none polled)'}",
@@ -211,10 +256,24 @@ class LocalRuntime:
         ]
         return "\n".join(line for line in lines if line)
 
-    def _tmdb_line(self, settings: Any) -> str:
-        if self.sample_tmdb is not None:
-            return f"{self.sample_tmdb.url}  (the sample TMDB: set TMDB_TOKEN or TMDB_API_KEY to use TMDB)"
-        return f"{settings.tmdb_base_url}  ({'token' if settings.tmdb_token else 'API key'} from the environment)"
+    def _upstream_lines(self, settings: Any) -> list[str]:
+        tmdb = self.samples.get("TMDB")
+        lines = [
+            f"  TMDB          {tmdb.url}  (the sample TMDB: set TMDB_TOKEN or TMDB_API_KEY to use TMDB)"
+            if tmdb is not None
+            else f"  TMDB          {settings.tmdb_base_url}  ({'token' if settings.tmdb_token else 'API key'})"
+        ]
+        yts = self.samples.get("YTS")
+        if yts is not None:
+            down = ", ".join(f"{name} {mode}" for name, mode in yts.modes.items() if mode != "ok")
+            lines.append(f"  YTS           {len(yts.mirrors)} sample mirrors ({down}: watch the failover)")
+        if "tracker" in self.samples:
+            lines.append(
+                f"  tracker       {self.samples['tracker'].url}  (a sample tracker: set TRACKERS for real ones)"
+            )
+        if "Torznab" in self.samples:
+            lines.append(f"  Torznab       {self.samples['Torznab'].url}  (a sample indexer, registered as a feed)")
+        return lines
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -235,5 +294,5 @@ class LocalRuntime:
             self._server.server.server_close()
         if self.emulator is not None:
             self.emulator.stop()
-        if self.sample_tmdb is not None:
-            self.sample_tmdb.stop()
+        for sample in self.samples.values():
+            sample.stop()

@@ -47,11 +47,12 @@ def test_a_restart_keeps_a_queued_message_a_table_item_and_an_object(tmp_path: P
     endpoint = f"http://127.0.0.1:{emulator_port}"
     settings = Settings(stage="dev")
 
-    # Given a running stack with a message on a queue nobody polls here, a table item and an object,
+    # Given a running stack with a message on a dead-letter queue, a table item and an object,
     first = Process(args, ROOT, clean_env(), tmp_path / "first.log")
     first.wait_for_health(f"http://127.0.0.1:{port}", timeout=60)
     sqs, ddb, s3 = (aws_client(s, endpoint) for s in ("sqs", "dynamodb", "s3"))
-    queue_url = sqs.get_queue_url(QueueName=get_queue("torrent").queue_name(settings))["QueueUrl"]  # type: ignore[attr-defined]
+    # (a dead-letter queue: nothing polls those)
+    queue_url = sqs.get_queue_url(QueueName=get_queue("torrent").dlq_name(settings))["QueueUrl"]  # type: ignore[attr-defined]
     sqs.send_message(QueueUrl=queue_url, MessageBody="survives a restart")  # type: ignore[attr-defined]
     table = settings.resource_name("jobs")
     ddb.put_item(TableName=table, Item={"pk": {"S": "restart"}, "sk": {"S": "item"}, "kind": {"S": "test"}})  # type: ignore[attr-defined]
@@ -64,7 +65,7 @@ def test_a_restart_keeps_a_queued_message_a_table_item_and_an_object(tmp_path: P
     try:
         _, health = second.wait_for_health(f"http://127.0.0.1:{port}", timeout=60)
         # then the message, the item and the object are all still there.
-        assert health["queues"]["torrent"]["visible"] == 1
+        assert health["queues"]["torrent"]["dlq"] == 1
         sqs, ddb, s3 = (aws_client(s, endpoint) for s in ("sqs", "dynamodb", "s3"))
         messages = sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=1)["Messages"]  # type: ignore[attr-defined]
         assert [m["Body"] for m in messages] == ["survives a restart"]

@@ -1,0 +1,1 @@
+"""Torrent sources: discovery (YTS, Torznab feeds), ranking, and health (tracker scrapes)."""
