@@ -202,3 +202,25 @@ def test_asking_for_a_search_sends_one_job(sources: Callable[..., LocalRuntime],
     assert len({body["job_id"] for _, body in answers}) == 1
     assert api("POST", "/movies/123456789/sources/search")[0] == 404
     assert api("GET", "/movies/abc/sources")[0] == 400
+
+
+def test_malformed_answers_from_a_feed_or_a_mirror_fail_softly(
+    sources: Callable[..., LocalRuntime], sample_yts: SampleYTS, sample_torznab: SampleTorznab
+) -> None:
+    from chalicelib.jobs import runs
+    from chalicelib.jobs.dispatch import dispatch
+
+    sources(run_pollers=False)
+    catalog_jobs.sync_movie_now(NOTLD)
+    feed = feeds.register("alpha", sample_torznab.feed_url("alpha"), sample_torznab.api_key("alpha"))
+    # A feed answering truncated XML: the fetch job fails transiently (to be retried), recorded on the feed
+    sample_torznab.fail(r"/feeds/alpha/api", "malformed", times=-1)
+    envelope = enqueue.build("sources.fetch_feed", {"feed_id": feed.feed_id})
+    assert dispatch(envelope) == "retrying"
+    assert runs.job_runs(envelope.id)[0]["error_type"] == "TransientUpstreamError"
+    assert feeds.get(feed.feed_id).last_fetch["status"] == "failed"
+    # A mirror answering a malformed body: the next mirror is asked, the search finds its sources
+    first = sample_yts.mirrors[0]
+    sample_yts.fail(r"list_movies", "malformed", times=1, mirror=first)
+    sample_torznab.clear_faults()
+    assert source_jobs.search_movie_now(NOTLD)["found"] >= 4
