@@ -16,8 +16,6 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
-from pynamodb.exceptions import UpdateError
-
 from chalicelib.catalog import store
 from chalicelib.clock import utcnow
 from chalicelib.errors import NotFoundError
@@ -27,6 +25,7 @@ from chalicelib.jobs.migrations import Migration, migration
 from chalicelib.jobs.periodic import periodic
 from chalicelib.jobs.registry import JobContext, LockOn, UniqueFor, job
 from chalicelib.jobs.retry import Retry, RetryLaterError
+from chalicelib.models.base import update_if
 from chalicelib.models.catalog import CatalogItem, Genre, MediaList, Movie, Season, Show, SyncState, iso
 from chalicelib.observability import logger
 from chalicelib.settings import get_settings
@@ -108,15 +107,9 @@ def _claim_and_send(seasons: list[Season], now: datetime) -> int:
     for season in seasons:
         old = season.due_sk
         season.set_due(store.SEASONS_DUE, now + SEASON_CLAIM)
-        try:
-            season.update(
-                actions=[CatalogItem.due_pk.set(season.due_pk), CatalogItem.due_sk.set(season.due_sk)],
-                condition=CatalogItem.due_sk == old,
-            )
-        except UpdateError as exc:
-            if getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException":
-                continue  # another planner (or the show's sync) moved it: theirs
-            raise
+        actions = [CatalogItem.due_pk.set(season.due_pk), CatalogItem.due_sk.set(season.due_sk)]
+        if not update_if(season, actions, CatalogItem.due_sk == old):
+            continue  # another planner (or the show's sync) moved it: theirs
         requests.append({"show_id": int(season.show_id), "season_number": int(season.season_number)})
     envelopes = [enqueue.build("catalog.sync_season", args) for args in requests]
     enqueue.enqueue_envelopes(envelopes)

@@ -77,3 +77,17 @@ def connection() -> Any:
 def reset_connection() -> None:
     global _connection
     _connection = None
+
+
+def update_if(item: Any, actions: list[Any], condition: Any) -> bool:
+    """Apply `actions` to `item` if `condition` holds: True if applied, False if another writer changed the
+    item first (DynamoDB's conditional check failed). Any other failure raises."""
+    from pynamodb.exceptions import UpdateError
+
+    try:
+        item.update(actions=actions, condition=condition)
+        return True
+    except UpdateError as exc:
+        if getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException":
+            return False
+        raise

@@ -18,13 +18,14 @@ import random
 from datetime import datetime, timedelta
 from typing import Any
 
-from pynamodb.exceptions import PutError, UpdateError
+from pynamodb.exceptions import PutError
 
 from chalicelib.clock import utcnow
 from chalicelib.jobs import enqueue
 from chalicelib.jobs.periodic import periodic
 from chalicelib.jobs.registry import JobContext, job
 from chalicelib.jobs.retry import Retry
+from chalicelib.models.base import update_if
 from chalicelib.models.catalog import NEW, OTHERS, POPULAR, POPULAR_FROM, SOURCE_SEARCH, CatalogItem, Movie, iso
 from chalicelib.models.sources import Source, SourceItem
 from chalicelib.observability import logger
@@ -69,19 +70,13 @@ def plan_stats(limit: int = SOURCES_PER_TICK, now: datetime | None = None) -> in
     for source in due:
         old = source.due_sk
         store.set_stats_due(source, now + CLAIM)
-        try:
-            source.update(
-                actions=[
-                    SourceItem.due_pk.set(source.due_pk),
-                    SourceItem.due_sk.set(source.due_sk),
-                    Source.next_stats_at.set(source.next_stats_at),
-                ],
-                condition=SourceItem.due_sk == old,
-            )
-        except UpdateError as exc:
-            if getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException":
-                continue
-            raise
+        actions = [
+            SourceItem.due_pk.set(source.due_pk),
+            SourceItem.due_sk.set(source.due_sk),
+            Source.next_stats_at.set(source.next_stats_at),
+        ]
+        if not update_if(source, actions, SourceItem.due_sk == old):
+            continue  # another planner claimed it
         claimed.append(source.infohash)
     chunks = [claimed[i : i + PER_JOB] for i in range(0, len(claimed), PER_JOB)]
     enqueue.enqueue_envelopes([enqueue.build("torrent.scrape", {"infohashes": chunk}) for chunk in chunks])

@@ -12,7 +12,6 @@ import random
 from datetime import datetime, timedelta
 from typing import Any
 
-from pynamodb.exceptions import UpdateError
 from pynamodb.expressions.update import Action
 
 from chalicelib.clock import utcnow
@@ -21,6 +20,7 @@ from chalicelib.jobs import enqueue
 from chalicelib.jobs.periodic import periodic
 from chalicelib.jobs.registry import JobContext, UniqueFor, job
 from chalicelib.jobs.retry import Retry
+from chalicelib.models.base import update_if
 from chalicelib.models.catalog import NEW, OTHERS, POPULAR, POPULAR_FROM, SOURCE_SEARCH, CatalogItem, Movie, iso
 from chalicelib.observability import logger
 from chalicelib.settings import get_settings
@@ -38,14 +38,15 @@ def _tier(movie: Movie) -> int:
     return POPULAR if float(movie.popularity or 0) >= POPULAR_FROM else OTHERS
 
 
-def _set_due(movie: Movie, tier: int | None, at: datetime | None, condition: Any = None) -> None:
+def _set_due(movie: Movie, tier: int | None, at: datetime | None, condition: Any = None) -> bool:
+    """Put the movie's next search on the due index (or take it off): False if `condition` failed."""
     movie.set_due(f"{SOURCE_SEARCH}#{tier}" if tier is not None else None, at)
     actions: list[Action] = (
         [CatalogItem.due_pk.set(movie.due_pk), CatalogItem.due_sk.set(movie.due_sk)]
         if movie.due_pk
         else [CatalogItem.due_pk.remove(), CatalogItem.due_sk.remove()]
     )
-    movie.update(actions=actions, condition=condition)
+    return update_if(movie, actions, condition)
 
 
 def plan_searches(budget: int | None = None, now: datetime | None = None) -> int:
@@ -63,13 +64,9 @@ def plan_searches(budget: int | None = None, now: datetime | None = None) -> int
         due += [m for m in found if isinstance(m, Movie)]
     claimed = []
     for movie in due:
-        old = movie.due_sk
-        try:
-            _set_due(movie, _tier(movie) if movie.sources_searched_at else NEW, now + CLAIM, CatalogItem.due_sk == old)
-        except UpdateError as exc:
-            if getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException":
-                continue
-            raise
+        tier = _tier(movie) if movie.sources_searched_at else NEW
+        if not _set_due(movie, tier, now + CLAIM, CatalogItem.due_sk == movie.due_sk):
+            continue  # another planner claimed it
         claimed.append(enqueue.build("sources.search_movie", {"movie_id": int(movie.tmdb_id)}))
     enqueue.send_spread(claimed, over=60.0)  # the budget is per minute: so is the pace
     return len(claimed)

@@ -41,13 +41,14 @@ def catalog(platform: Callable[..., LocalRuntime], sample_tmdb: SampleTMDB) -> C
 
 @pytest.fixture
 def api() -> Iterator[Callable[..., tuple[int, Any]]]:
-    """The real app through Chalice's test client: `api("GET", "/movies/1")` -> (status, JSON body)."""
+    """The real app through Chalice's test client: `api("GET", "/movies/1", headers=...)` -> (status, JSON body)."""
     with Client(app_module.app) as client:
 
-        def call(method: str, path: str, body: Any = None) -> tuple[int, Any]:
-            kwargs: dict[str, Any] = {}
+        def call(method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+            kwargs: dict[str, Any] = {"headers": dict(headers or {})}
             if body is not None:
-                kwargs = {"body": json.dumps(body), "headers": {"Content-Type": "application/json"}}
+                kwargs["body"] = json.dumps(body)
+                kwargs["headers"]["Content-Type"] = "application/json"
             response = getattr(client.http, method.lower())(path, **kwargs)
             return response.status_code, json.loads(response.body) if response.body else None
 
