@@ -28,7 +28,7 @@ from pynamodb.attributes import (
     UnicodeAttribute,
     UTCDateTimeAttribute,
 )
-from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.indexes import GlobalSecondaryIndex, IncludeProjection
 from pynamodb.models import Model
 
 from chalicelib.models.base import TableMeta
@@ -46,9 +46,14 @@ POPULAR_FROM = 20.0  # TMDB popularity
 
 
 class DueIndex(GlobalSecondaryIndex["CatalogItem"]):
+    """Only what the planners read is copied to the index (keys, type, and the few fields they decide on):
+    a tick reads a few hundred bytes per due item, not whole movies with their translations."""
+
     class Meta:
         index_name = "due"
-        projection = AllProjection()
+        projection = IncludeProjection(
+            ["cls", "tmdb_id", "popularity", "sources_searched_at", "show_id", "season_number"]
+        )
 
     due_pk = UnicodeAttribute(hash_key=True)
     due_sk = UnicodeAttribute(range_key=True)

@@ -20,7 +20,7 @@ from pynamodb.attributes import (
     UTCDateTimeAttribute,
     VersionAttribute,
 )
-from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, IncludeProjection
 from pynamodb.models import Model
 
 from chalicelib.models.base import TableMeta
@@ -38,7 +38,7 @@ class ByMedia(GlobalSecondaryIndex["SourceItem"]):
 class DueIndex(GlobalSecondaryIndex["SourceItem"]):
     class Meta:
         index_name = "due"
-        projection = AllProjection()
+        projection = IncludeProjection(["cls", "infohash", "next_stats_at", "version"])  # what the planner reads
 
     due_pk = UnicodeAttribute(hash_key=True)
     due_sk = UnicodeAttribute(range_key=True)
