@@ -18,12 +18,14 @@ from chalicelib.jobs.periodic import register_schedules
 from chalicelib.observability import logger
 from chalicelib.sources import health as sources_health  # noqa: F401  (the stats planner, the scrape job)
 from chalicelib.sources import jobs as sources_jobs  # noqa: F401  (registers the sources' jobs and tasks)
+from chalicelib.streams.api import bp as streams_bp
 
 app = Chalice(app_name="projectionist")
 app.register_blueprint(health_bp)
 app.register_blueprint(admin_bp)
 app.register_blueprint(catalog_bp)
 app.register_blueprint(sources_bp)
+app.register_blueprint(streams_bp)
 
 
 @app.middleware("http")

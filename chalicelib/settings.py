@@ -38,6 +38,12 @@ class Settings(BaseSettings):
     enable_scheduler: bool = True
     # The key (Fernet, urlsafe base64 of 32 bytes) that encrypts stored secrets such as feeds' API keys.
     secrets_key: SecretStr | None = None
+    # The key (any long random string) that signs stream grants; the API and the streamer share it.
+    stream_signing_key: SecretStr | None = None
+    # Where the API reaches the streamer (its internal URL on AWS; 127.0.0.1 under make run), and where players
+    # reach it (the public URL of the stream server; by default the same).
+    streamer_url: str | None = None
+    streamer_public_url: str | None = None
     # The static token that guards /admin until accounts exist; unset, the admin API refuses every call.
     admin_token: SecretStr | None = None
     # CloudWatch EMF metrics on stdout (the local runtime turns them off: they are noise in a terminal).
@@ -101,6 +107,9 @@ class Settings(BaseSettings):
         "tmdb_token",
         "tmdb_api_key",
         "secrets_key",
+        "stream_signing_key",
+        "streamer_url",
+        "streamer_public_url",
         mode="before",
     )
     @classmethod

@@ -150,14 +150,14 @@ class LocalRuntime:
         if not feeds.all_feeds():
             feeds.register("sample indexer", indexer.feed_url("alpha"), indexer.api_key("alpha"))
 
-    def _secrets_key(self) -> str:
-        """The key that encrypts stored secrets: made once and kept with the data (in memory without a data
-        folder), so a restart can still read what it stored."""
+    def _local_key(self, name: str) -> str:
+        """A key made once and kept with the data (in memory without a data folder), so a restart can still
+        read what it stored and honour the grants it gave."""
         from chalicelib.secrets import new_key
 
         if self.options.data_dir is None:
             return new_key()
-        path = self.options.data_dir / "secrets.key"
+        path = self.options.data_dir / name
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(new_key())
@@ -178,7 +178,8 @@ class LocalRuntime:
         os.environ.setdefault("EMIT_METRICS", "false")
         # The admin API's static token; on one machine bound to 127.0.0.1 a known default is convenient.
         os.environ.setdefault("ADMIN_TOKEN", "local-admin-token")
-        os.environ.setdefault("SECRETS_KEY", self._secrets_key())
+        os.environ.setdefault("SECRETS_KEY", self._local_key("secrets.key"))
+        os.environ.setdefault("STREAM_SIGNING_KEY", self._local_key("stream-signing.key"))
         os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
         os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
         os.environ.setdefault("AWS_REGION", "us-east-1")

@@ -1,0 +1,1 @@
+"""Streams: choosing a source to play, and the signed grants the streamer honours."""
