@@ -25,7 +25,9 @@ def _fernet() -> Fernet:
     key = get_settings().secrets_key
     if key is None:
         raise ServiceUnavailableError("SECRETS_KEY is not set: secrets cannot be stored or read")
-    return Fernet(key.get_secret_value().encode())
+    text = key.get_secret_value().strip()
+    # Secrets Manager cannot generate the trailing "=" of a Fernet key: the stack's key comes without it.
+    return Fernet((text + "=" * (-len(text) % 4)).encode())
 
 
 def new_key() -> str:

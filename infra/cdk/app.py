@@ -4,6 +4,11 @@ The stage comes from the context (`cdk deploy -c stage=prod`), else from the env
 
     npx aws-cdk@2 deploy --app ".venv/bin/python -m infra.cdk.app" -c stage=prod
 
+Optional context: `alarm_email` (subscribed to the DLQ alarms); `certificate_arn` (an ACM certificate in the stack's
+region: adds an HTTPS listener on 443 to the streamer's load balancer, which otherwise serves plain HTTP on 80);
+`streamer_domain` (a DNS name the operator points at that load balancer: the host of the stream URLs players get,
+https:// when there is a certificate). Deploying builds the streamer's image (streamer/Dockerfile): it needs Docker.
+
 Synthesis needs neither AWS credentials nor a network connection to AWS (the stack is environment-agnostic);
 Chalice's packaging pip-downloads the Lambda's wheels (requirements.txt) into a cache under .chalice/.
 """
@@ -37,7 +42,12 @@ def build(app: cdk.App, stage: str | None = None) -> ProjectionistStack:
         stack_id(stage),
         stage=stage,
         alarm_email=app.node.try_get_context("alarm_email"),
-        description=f"Projectionist ({stage}): Chalice app, SQS queues and DLQs, DynamoDB tables, S3 bucket",
+        certificate_arn=app.node.try_get_context("certificate_arn") or None,
+        streamer_domain=app.node.try_get_context("streamer_domain") or None,
+        description=(
+            f"Projectionist ({stage}): Chalice app, SQS queues and DLQs, DynamoDB tables, S3 bucket, "
+            "streamer on ECS Fargate behind an ALB"
+        ),
         tags={"app": "projectionist", "stage": stage},
     )
 

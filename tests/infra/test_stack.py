@@ -4,7 +4,9 @@ Each stage is synthesized once, in a subprocess exactly as the CDK CLI runs the 
 with CDK_OUTDIR set): Chalice imports app.py to package it, and app.py takes its queue names from STAGE at
 import time, so one process can only ever package one stage. Every expected value below is computed from
 `QUEUES`, `all_models()` / `table_schema()` and `Settings`, never copied, so changing a spec without the
-stack following it (or the other way round) fails here.
+stack following it (or the other way round) fails here. The streamer's service is held against its per-stage
+config (`STREAMER_CONFIGS`) and against streamer/Dockerfile, which the image asset is built from; one more
+synthesis (dev, with a certificate and a domain as context) covers the optional HTTPS listener.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 import pytest
 from chalice.utils import to_cfn_resource_name
 
-from chalicelib.jobs.queues import QUEUES, VISIBILITY_FACTOR, QueueSpec, lambda_queues
+from chalicelib.jobs.queues import QUEUES, VISIBILITY_FACTOR, QueueSpec, get_queue, lambda_queues
 from chalicelib.models import all_models
 from chalicelib.models.base import table_schema
 from chalicelib.settings import Settings
@@ -93,7 +95,7 @@ class Synth:
         return found
 
 
-def _synthesize(stage: str, workdir: Path) -> Synth:
+def _synthesize(stage: str, workdir: Path, context: dict[str, str] | None = None) -> Synth:
     if shutil.which("node") is None:
         pytest.fail("Node.js is needed to synthesize the CDK stack (`make system-deps` installs it)")
     outdir = workdir / "cdk.out"
@@ -105,6 +107,8 @@ def _synthesize(stage: str, workdir: Path) -> Synth:
         "JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION": "1",
     }
     env.pop("CDK_CONTEXT_JSON", None)
+    if context:
+        env["CDK_CONTEXT_JSON"] = json.dumps(context)  # how the CDK CLI hands `-c key=value` to the app
     # The working directory is where Chalice writes chalice.out/, so each synthesis gets its own.
     result = subprocess.run(
         [sys.executable, "-m", "infra.cdk.app"],
@@ -584,6 +588,477 @@ def test_code_version_follows_every_app_file_but_not_bytecode(tmp_path: Path) ->
     # And compiled bytecode, which Python writes as it imports, changes nothing
     _app_tree(same[1], {"chalicelib/__pycache__/__init__.cpython-311.pyc": "bytes"})
     assert code_version(same[1]) == digest
+
+
+# -- the streamer: ECS Fargate behind an ALB -----------------------------------------------------------------------
+
+
+DOCKERFILE = ROOT / "streamer" / "Dockerfile"
+ANYWHERE = "0.0.0.0/0"
+TLS_CONTEXT = {
+    "certificate_arn": "arn:aws:acm:us-east-1:123456789012:certificate/00000000-0000-0000-0000-000000000000",
+    "streamer_domain": "stream.example.org",
+}
+
+
+def _dockerfile() -> list[tuple[str, str]]:
+    """The Dockerfile's instructions, (INSTRUCTION, arguments), continuation lines joined, comments left out."""
+    instructions: list[tuple[str, str]] = []
+    pending = ""
+    for line in DOCKERFILE.read_text().splitlines():
+        stripped = line.strip()
+        if not pending and (not stripped or stripped.startswith("#")):
+            continue
+        if stripped.endswith("\\"):
+            pending += stripped[:-1] + " "
+            continue
+        text = pending + stripped
+        pending = ""
+        instruction, _, arguments = text.partition(" ")
+        instructions.append((instruction.upper(), arguments.strip()))
+    assert not pending, "the Dockerfile ends in a continuation line"
+    return instructions
+
+
+def _dockerfile_values(instruction: str) -> list[str]:
+    return [arguments for name, arguments in _dockerfile() if name == instruction]
+
+
+@dataclass
+class Streamer:
+    task_id: str
+    task: Resource
+    container: dict[str, Any]
+    service_id: str
+    service: Resource
+
+
+def _streamer(synth: Synth) -> Streamer:
+    tasks = synth.of_type("AWS::ECS::TaskDefinition")
+    services = synth.of_type("AWS::ECS::Service")
+    assert len(tasks) == 1, f"expected one task definition, found {sorted(tasks)}"
+    assert len(services) == 1, f"expected one ECS service, found {sorted(services)}"
+    ((task_id, task),) = tasks.items()
+    ((service_id, service),) = services.items()
+    containers = task["Properties"]["ContainerDefinitions"]
+    assert len(containers) == 1, [c["Name"] for c in containers]
+    return Streamer(task_id, task, containers[0], service_id, service)
+
+
+def _environment(container: dict[str, Any]) -> dict[str, Any]:
+    return {variable["Name"]: variable["Value"] for variable in container.get("Environment", [])}
+
+
+def _ingress(synth: Synth, group_id: str) -> set[tuple[str, int, int, str]]:
+    """A security group's inbound rules, inline or separate, as (protocol, from port, to port, source)."""
+    rules = list(synth.resources[group_id]["Properties"].get("SecurityGroupIngress", []))
+    rules += [
+        r["Properties"]
+        for r in synth.of_type("AWS::EC2::SecurityGroupIngress").values()
+        if r["Properties"]["GroupId"] == {"Fn::GetAtt": [group_id, "GroupId"]}
+    ]
+    found = set()
+    for rule in rules:
+        if "SourceSecurityGroupId" in rule:
+            source = "sg:" + rule["SourceSecurityGroupId"]["Fn::GetAtt"][0]
+        else:
+            source = rule.get("CidrIp") or rule["CidrIpv6"]
+        found.add((rule["IpProtocol"], rule.get("FromPort"), rule.get("ToPort"), source))
+    return found
+
+
+def _load_balancer(synth: Synth) -> tuple[str, Resource]:
+    balancers = synth.of_type("AWS::ElasticLoadBalancingV2::LoadBalancer")
+    assert len(balancers) == 1, sorted(balancers)
+    ((balancer_id, balancer),) = balancers.items()
+    return balancer_id, balancer
+
+
+def _listeners(synth: Synth) -> dict[int, Resource]:
+    balancer_id, _ = _load_balancer(synth)
+    listeners = [
+        listener
+        for listener in synth.of_type("AWS::ElasticLoadBalancingV2::Listener").values()
+        if listener["Properties"]["LoadBalancerArn"] == {"Ref": balancer_id}
+    ]
+    return {listener["Properties"]["Port"]: listener for listener in listeners}
+
+
+def _streamer_url(synth: Synth) -> dict[str, Any]:
+    balancer_id, _ = _load_balancer(synth)
+    return {"Fn::Join": ["", ["http://", {"Fn::GetAtt": [balancer_id, "DNSName"]}]]}
+
+
+def test_the_streamer_is_a_fargate_service_in_public_subnets_without_nat(synth: Synth) -> None:
+    from infra.cdk.stack import streamer_config
+
+    # Given the stack's one cluster, service and task definition
+    clusters = synth.of_type("AWS::ECS::Cluster")
+    assert len(clusters) == 1
+    ((cluster_id, _),) = clusters.items()
+    streamer = _streamer(synth)
+    props, task = streamer.service["Properties"], streamer.task["Properties"]
+
+    # Then the service runs that task on that cluster, on Fargate (Spot only where the stage's config says so)
+    assert props["Cluster"] == {"Ref": cluster_id}
+    assert props["TaskDefinition"] == {"Ref": streamer.task_id}
+    assert task["RequiresCompatibilities"] == ["FARGATE"]
+    assert task["NetworkMode"] == "awsvpc"
+    providers = [s["CapacityProvider"] for s in props.get("CapacityProviderStrategy", [])]
+    if streamer_config(synth.stage).spot:
+        assert providers == ["FARGATE_SPOT"]
+        associations = synth.of_type("AWS::ECS::ClusterCapacityProviderAssociations")
+        assert [a["Properties"]["Cluster"] for a in associations.values()] == [{"Ref": cluster_id}]
+        assert "FARGATE_SPOT" in next(iter(associations.values()))["Properties"]["CapacityProviders"]
+        assert set(associations) <= set(streamer.service.get("DependsOn", []))
+    else:
+        assert providers in ([], ["FARGATE"])
+        assert props.get("LaunchType", "FARGATE") == "FARGATE"
+    # And its tasks get public IPs in public subnets: no NAT gateway to pay for
+    network = props["NetworkConfiguration"]["AwsvpcConfiguration"]
+    assert network["AssignPublicIp"] == "ENABLED"
+    assert not synth.of_type("AWS::EC2::NatGateway")
+    routes = synth.of_type("AWS::EC2::Route").values()
+    for subnet in network["Subnets"]:
+        subnet_id = subnet["Ref"]
+        tables = [
+            a["Properties"]["RouteTableId"]
+            for a in synth.of_type("AWS::EC2::SubnetRouteTableAssociation").values()
+            if a["Properties"]["SubnetId"] == {"Ref": subnet_id}
+        ]
+        assert tables, subnet_id
+        gateway_routes = [
+            r for r in routes if r["Properties"]["RouteTableId"] in tables and "GatewayId" in r["Properties"]
+        ]
+        assert any(r["Properties"]["DestinationCidrBlock"] == ANYWHERE for r in gateway_routes), subnet_id
+    # And a deploy that never gets healthy rolls back
+    assert props["DeploymentConfiguration"]["DeploymentCircuitBreaker"] == {"Enable": True, "Rollback": True}
+
+
+def test_the_streamer_size_and_count_are_the_stage_config(synth: Synth) -> None:
+    from infra.cdk.stack import streamer_config
+
+    # Given the stage's streamer config and the service and task of the template
+    config = streamer_config(synth.stage)
+    streamer = _streamer(synth)
+    task = streamer.task["Properties"]
+
+    # Then the desired count, CPU, memory and disk are the config's
+    assert streamer.service["Properties"]["DesiredCount"] == config.desired_count
+    assert int(task["Cpu"]) == config.cpu
+    assert int(task["Memory"]) == config.memory_mib
+    storage = task.get("EphemeralStorage", {}).get("SizeInGiB")
+    assert storage == config.ephemeral_storage_gib
+    # And the downloads' quota leaves room on that storage (Fargate's 20 GiB without a size) for the image and logs
+    quota = int(_environment(streamer.container)["STREAMER_DISK_QUOTA_BYTES"])
+    assert 0 < quota <= ((storage or 20) - 2) * 1024**3
+    # And the container's own (hard) memory limit is set: the task's memory
+    assert streamer.container["Memory"] == config.memory_mib
+    # And prod is at least as large as dev
+    if synth.stage == "prod":
+        dev = streamer_config("dev")
+        assert (config.cpu, config.memory_mib) > (dev.cpu, dev.memory_mib)
+        assert config.desired_count >= dev.desired_count
+
+
+def test_the_container_runs_python_m_streamer_as_a_non_root_user(synth: Synth) -> None:
+    # Given the Dockerfile the image is built from
+    base = _dockerfile_values("FROM")
+    users = _dockerfile_values("USER")
+    commands = _dockerfile_values("CMD")
+
+    # Then it is the slim Python 3.11 image, that ends as a user other than root and runs `python -m streamer`
+    assert base == ["python:3.11-slim-bookworm"]
+    assert users, "the Dockerfile sets no USER: the container would run as root"
+    user = users[-1].split(":")[0]
+    assert user not in ("root", "0"), users[-1]
+    assert commands and json.loads(commands[-1]) == ["python", "-m", "streamer"]
+    assert _dockerfile_values("STOPSIGNAL") == ["SIGTERM"]
+    # And the task definition neither replaces that command nor the user
+    container = _streamer(synth).container
+    assert "Command" not in container and "EntryPoint" not in container
+    assert container.get("User") in (None, users[-1]), container.get("User")
+    assert container["Essential"] is True
+
+
+def test_the_image_is_built_from_the_repo_root_with_only_what_it_copies(synth: Synth) -> None:
+    # Given the Docker image asset the stack stages into its cloud assembly
+    outdir = synth.template_path.parent
+    (assets_file,) = outdir.glob("*.assets.json")
+    images = json.loads(assets_file.read_text())["dockerImages"]
+    assert len(images) == 1, sorted(images)
+    ((image_hash, image),) = images.items()
+    context = outdir / image["source"]["directory"]
+
+    # Then it is built from streamer/Dockerfile, for the task's platform, and the container runs that image
+    assert image["source"]["dockerFile"] == "streamer/Dockerfile"
+    assert image["source"].get("platform") == "linux/amd64"
+    container, task = _streamer(synth).container, _streamer(synth).task["Properties"]
+    assert image_hash in json.dumps(container["Image"])
+    assert task["RuntimePlatform"]["CpuArchitecture"] == "X86_64"
+    # And its context holds what the Dockerfile copies, as the repository has it, and nothing else
+    assert {p.name for p in context.iterdir()} <= {".dockerignore", "requirements.txt", "chalicelib", "streamer"}
+    assert (context / "streamer" / "Dockerfile").is_file()
+    for arguments in _dockerfile_values("COPY"):
+        *sources, _ = arguments.split()
+        for source in sources:
+            assert (context / source).exists() == (ROOT / source).exists(), source
+    leftovers = [p for p in context.rglob("*") if p.name == "__pycache__" or p.suffix in (".pyc", ".pyo")]
+    assert not leftovers, leftovers[:5]
+
+
+def test_downloads_go_to_a_task_volume_the_user_owns(synth: Synth) -> None:
+    # Given where the Dockerfile says downloads go, and the volume it declares there
+    environment = " ".join(_dockerfile_values("ENV"))
+    (volume,) = _dockerfile_values("VOLUME")
+    (path,) = json.loads(volume)
+    assert f"STREAMER_DOWNLOAD_DIR={path}" in environment.split()
+    # (created and handed to the user before the VOLUME, so that the volume starts out theirs)
+    instructions = _dockerfile()
+    volume_at = instructions.index(("VOLUME", volume))
+    assert any(name == "RUN" and "chown" in args and path in args for name, args in instructions[:volume_at])
+
+    # Then the task mounts a volume of its own, read-write, at that same absolute path (ECS then copies the image's
+    # directory, with its owner, into it), and tells the process so
+    streamer = _streamer(synth)
+    mounts = streamer.container["MountPoints"]
+    assert [(m["ContainerPath"], m["ReadOnly"]) for m in mounts] == [(path, False)]
+    volumes = {v["Name"]: v for v in streamer.task["Properties"]["Volumes"]}
+    assert set(volumes[mounts[0]["SourceVolume"]]) == {"Name"}  # a bind mount on the task's ephemeral storage
+    assert _environment(streamer.container)["STREAMER_DOWNLOAD_DIR"] == path
+
+
+def test_the_streamer_knows_its_stage_bucket_and_region_and_logs_with_retention(synth: Synth) -> None:
+    # Given the container's environment and the bucket of the stack
+    streamer = _streamer(synth)
+    environment = _environment(streamer.container)
+    ((bucket_id, _),) = synth.of_type("AWS::S3::Bucket").items()
+
+    # Then it has the stage, the bucket's generated name and the stack's region
+    assert environment["STAGE"] == synth.stage
+    assert environment["BUCKET_NAME"] == {"Ref": bucket_id}
+    assert environment["AWS_REGION"] == {"Ref": "AWS::Region"}
+    # And it logs to a log group of the stack that expires its events
+    options = streamer.container["LogConfiguration"]["Options"]
+    assert streamer.container["LogConfiguration"]["LogDriver"] == "awslogs"
+    log_group = synth.resources[options["awslogs-group"]["Ref"]]
+    assert log_group["Type"] == "AWS::Logs::LogGroup"
+    assert log_group["Properties"]["RetentionInDays"] > 0
+
+
+def test_the_streamer_is_health_checked_on_its_health_endpoint(synth: Synth) -> None:
+    from infra.cdk.stack import STREAMER_HTTP_PORT, STREAMER_TORRENT_PORT
+
+    # Given the service's load balancer target and its target group
+    streamer = _streamer(synth)
+    (target,) = streamer.service["Properties"]["LoadBalancers"]
+    group = synth.resources[target["TargetGroupArn"]["Ref"]]["Properties"]
+
+    # Then the load balancer forwards to the container's HTTP port, and checks /health there
+    assert (target["ContainerName"], target["ContainerPort"]) == (streamer.container["Name"], STREAMER_HTTP_PORT)
+    assert group["Port"] == STREAMER_HTTP_PORT
+    assert group["TargetType"] == "ip"
+    assert group["HealthCheckPath"] == "/health"
+    assert group["Matcher"] == {"HttpCode": "200"}
+    # And so does the container's own health check (ECS ignores the image's HEALTHCHECK), as the image's does
+    probe = " ".join(streamer.container["HealthCheck"]["Command"])
+    assert f"http://127.0.0.1:{STREAMER_HTTP_PORT}/health" in probe
+    (image_probe,) = _dockerfile_values("HEALTHCHECK")
+    assert f"http://127.0.0.1:{STREAMER_HTTP_PORT}/health" in image_probe and "urllib" in image_probe
+    # And the image and the task expose the HTTP port and the torrent port (TCP and UDP)
+    ports = {(m["ContainerPort"], m["Protocol"]) for m in streamer.container["PortMappings"]}
+    expected = {(STREAMER_HTTP_PORT, "tcp"), (STREAMER_TORRENT_PORT, "tcp"), (STREAMER_TORRENT_PORT, "udp")}
+    assert ports == expected
+    exposed = {p if "/" in p else f"{p}/tcp" for line in _dockerfile_values("EXPOSE") for p in line.split()}
+    assert exposed == {f"{port}/{protocol}" for port, protocol in expected}
+
+
+def test_the_load_balancer_keeps_idle_streams_open(synth: Synth) -> None:
+    # Given the attributes of the streamer's load balancer
+    _, balancer = _load_balancer(synth)
+    attributes = {a["Key"]: a["Value"] for a in balancer["Properties"]["LoadBalancerAttributes"]}
+
+    # Then it is public, and a paused player's connection survives an hour and more (the default is 60 s)
+    assert balancer["Properties"]["Scheme"] == "internet-facing"
+    assert int(attributes["idle_timeout.timeout_seconds"]) >= 3600
+
+
+def test_only_the_load_balancer_reaches_the_http_port_and_peers_the_torrent_port(synth: Synth) -> None:
+    from infra.cdk.stack import STREAMER_HTTP_PORT, STREAMER_TORRENT_PORT
+
+    # Given the security groups of the load balancer and of the service
+    _, balancer = _load_balancer(synth)
+    (lb_group,) = balancer["Properties"]["SecurityGroups"]
+    lb_group_id = lb_group["Fn::GetAtt"][0]
+    (service_group,) = _streamer(synth).service["Properties"]["NetworkConfiguration"]["AwsvpcConfiguration"][
+        "SecurityGroups"
+    ]
+    service_group_id = service_group["Fn::GetAtt"][0]
+
+    # Then anyone may reach the load balancer on 80, and only on 80 (no certificate in this synthesis)
+    assert _ingress(synth, lb_group_id) == {("tcp", 80, 80, ANYWHERE)}
+    assert sorted(_listeners(synth)) == [80]
+    assert _listeners(synth)[80]["Properties"]["Protocol"] == "HTTP"
+    # And the tasks take HTTP from the load balancer only, and BitTorrent (TCP and UDP) from anyone
+    assert _ingress(synth, service_group_id) == {
+        ("tcp", STREAMER_HTTP_PORT, STREAMER_HTTP_PORT, f"sg:{lb_group_id}"),
+        ("tcp", STREAMER_TORRENT_PORT, STREAMER_TORRENT_PORT, ANYWHERE),
+        ("udp", STREAMER_TORRENT_PORT, STREAMER_TORRENT_PORT, ANYWHERE),
+    }
+
+
+def test_the_task_role_consumes_the_torrent_queue_and_uses_the_tables_and_bucket(synth: Synth) -> None:
+    # Given the role the streamer's code runs as, and what it may do
+    streamer = _streamer(synth)
+    role_id = streamer.task["Properties"]["TaskRoleArn"]["Fn::GetAtt"][0]
+    statements = _role_statements(synth, role_id)
+    assert not synth.resources[role_id]["Properties"].get("ManagedPolicyArns")
+    torrent = get_queue("torrent")
+    assert torrent.consumer == "streamer"
+    queue_arn = _arn_of(synth.queue(torrent.queue_name(synth.settings))[0])
+    dlq_arn = _arn_of(synth.queue(torrent.dlq_name(synth.settings))[0])
+
+    # Then it consumes the torrent queue and sends to it (held-back jobs, retries) and to its DLQ (given up)
+    for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"):
+        assert _allows(statements, action, queue_arn), action
+    for arn in (queue_arn, dlq_arn):
+        assert _allows(statements, "sqs:SendMessage", arn)
+        assert _allows(statements, "sqs:GetQueueUrl", arn)
+    # And no other queue
+    sqs_resources = [
+        r
+        for s in statements
+        if any(a.startswith("sqs:") for a in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]]))
+        for r in (s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]])
+    ]
+    assert all(r in (queue_arn, dlq_arn) for r in sqs_resources), sqs_resources
+    # And it reads and writes every table and the bucket's objects
+    for model in all_models():
+        table_id, _ = synth.one(
+            "AWS::DynamoDB::Table", "TableName", synth.settings.resource_name(table_schema(model)["logical_name"])
+        )
+        for action in ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"):
+            assert _allows(statements, action, _arn_of(table_id)), (action, table_id)
+    ((bucket_id, _),) = synth.of_type("AWS::S3::Bucket").items()
+    objects_arn = {"Fn::Join": ["", [_arn_of(bucket_id), "/*"]]}
+    assert _allows(statements, "s3:GetObject*", objects_arn)
+    assert _allows(statements, "s3:PutObject", objects_arn)
+    # And nothing grants it every action, or anything on every resource
+    for statement in statements:
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        assert not any(a == "*" or a.endswith(":*") for a in actions), statement
+        assert "*" not in resources, statement
+
+
+def test_the_lambdas_reach_the_streamer_through_its_load_balancer(synth: Synth) -> None:
+    # Given the URL of the streamer's load balancer
+    url = _streamer_url(synth)
+
+    # Then every function is given it, both as the API's way in and as the players' (no domain configured)
+    for logical_id, fn in synth.of_type("AWS::Serverless::Function").items():
+        variables = fn["Properties"]["Environment"]["Variables"]
+        assert variables["STREAMER_URL"] == url, logical_id
+        assert variables["STREAMER_PUBLIC_URL"] == url, logical_id
+    assert synth.template["Outputs"]["StreamerUrl"]["Value"] == url
+
+
+def _is_secret_variable(name: str) -> bool:
+    return any(word in name for word in ("KEY", "SECRET", "TOKEN", "PASSWORD"))
+
+
+def test_shared_secrets_are_generated_and_only_referenced(synth: Synth) -> None:
+    from infra.cdk.stack import SHARED_SECRETS
+
+    # Given the stack's secrets: Secrets Manager generates each one, and the template holds no value
+    secrets = synth.of_type("AWS::SecretsManager::Secret")
+    assert len(secrets) == len(SHARED_SECRETS)
+    for secret_id, secret in secrets.items():
+        assert "GenerateSecretString" in secret["Properties"], secret_id
+        assert "SecretString" not in secret["Properties"], secret_id
+        # (prod keeps them with its tables: SECRETS_KEY decrypts what those hold)
+        assert secret["DeletionPolicy"] == ("Retain" if synth.stage == "prod" else "Delete")
+    streamer = _streamer(synth)
+    from_secrets = {s["Name"]: s["ValueFrom"] for s in streamer.container["Secrets"]}
+    execution_role_id = streamer.task["Properties"]["ExecutionRoleArn"]["Fn::GetAtt"][0]
+    execution_statements = _role_statements(synth, execution_role_id)
+
+    # Then the streamer gets each shared secret from its own secret, which ECS may read when it starts the task
+    referenced = {name: from_secrets[name]["Ref"] for name in SHARED_SECRETS}
+    assert sorted(referenced.values()) == sorted(secrets)
+    for secret_id in referenced.values():
+        assert _allows(execution_statements, "secretsmanager:GetSecretValue", {"Ref": secret_id}), secret_id
+    # And every function gets the same secret, as a dynamic reference CloudFormation resolves at deploy time
+    for logical_id, fn in synth.of_type("AWS::Serverless::Function").items():
+        variables = fn["Properties"]["Environment"]["Variables"]
+        for name, secret_id in referenced.items():
+            assert variables[name] == {
+                "Fn::Join": ["", ["{{resolve:secretsmanager:", {"Ref": secret_id}, ":SecretString:::}}"]]
+            }, (logical_id, name)
+    # And no secret-looking variable, of a function or of the container, is a plain value
+    plain = [
+        (owner, name)
+        for owner, variables in [
+            *(
+                (k, fn["Properties"]["Environment"]["Variables"])
+                for k, fn in synth.of_type("AWS::Serverless::Function").items()
+            ),
+            (streamer.task_id, _environment(streamer.container)),
+        ]
+        for name, value in variables.items()
+        if _is_secret_variable(name)
+        and not (isinstance(value, dict) and "{{resolve:secretsmanager:" in json.dumps(value))
+    ]
+    assert plain == []
+
+
+def test_the_secrets_key_is_generated_as_an_unpadded_fernet_key(synth: Synth) -> None:
+    import string
+
+    # Given the generator of the secret the streamer gets as SECRETS_KEY
+    from_secrets = {s["Name"]: s["ValueFrom"] for s in _streamer(synth).container["Secrets"]}
+    generator = synth.resources[from_secrets["SECRETS_KEY"]["Ref"]]["Properties"]["GenerateSecretString"]
+
+    # Then it draws 43 characters from urlsafe base64's alphabet: a Fernet key (32 bytes) but its one "=" of padding
+    alphabet = set(string.ascii_letters + string.digits + string.punctuation) - set(generator["ExcludeCharacters"])
+    assert alphabet == set(string.ascii_letters + string.digits + "-_")
+    assert generator["PasswordLength"] == 43
+    assert generator.get("IncludeSpace") is False
+    for flag in ("ExcludeLowercase", "ExcludeUppercase", "ExcludeNumbers", "ExcludePunctuation"):
+        assert not generator.get(flag), flag
+
+
+@pytest.fixture(scope="module")
+def tls_synth(tmp_path_factory: pytest.TempPathFactory) -> Synth:
+    """The dev stack synthesized with a certificate and a domain for the streamer (the optional context)."""
+    return _synthesize("dev", tmp_path_factory.mktemp("cdk-dev-tls"), context=TLS_CONTEXT)
+
+
+def test_a_certificate_adds_an_https_listener_and_the_domain_makes_the_public_url(tls_synth: Synth) -> None:
+    # Given the listeners of the streamer's load balancer, synthesized with a certificate and a domain
+    listeners = _listeners(tls_synth)
+    _, balancer = _load_balancer(tls_synth)
+    (lb_group,) = balancer["Properties"]["SecurityGroups"]
+
+    # Then HTTPS on 443, with that certificate, forwards to the same targets as HTTP on 80
+    assert sorted(listeners) == [80, 443]
+    https = listeners[443]["Properties"]
+    assert https["Protocol"] == "HTTPS"
+    assert https["Certificates"] == [{"CertificateArn": TLS_CONTEXT["certificate_arn"]}]
+    assert https["DefaultActions"] == listeners[80]["Properties"]["DefaultActions"]
+    assert _ingress(tls_synth, lb_group["Fn::GetAtt"][0]) == {("tcp", 80, 80, ANYWHERE), ("tcp", 443, 443, ANYWHERE)}
+    # And players get https:// on the domain, while the API still reaches the load balancer directly
+    for logical_id, fn in tls_synth.of_type("AWS::Serverless::Function").items():
+        variables = fn["Properties"]["Environment"]["Variables"]
+        assert variables["STREAMER_PUBLIC_URL"] == f"https://{TLS_CONTEXT['streamer_domain']}", logical_id
+        assert variables["STREAMER_URL"] == _streamer_url(tls_synth), logical_id
+
+
+def test_the_template_with_a_certificate_passes_cfn_lint(tls_synth: Synth) -> None:
+    from cfnlint.api import lint
+
+    matches = lint(tls_synth.template_path.read_text(), regions=[tls_synth.settings.aws_region])
+    assert [f"{m.rule.id} {m.message} ({'/'.join(map(str, m.path))})" for m in matches] == []
 
 
 # -- cfn-lint ----------------------------------------------------------------------------------------------------
