@@ -622,7 +622,10 @@ class Scraper:
 
     def _http_get(self, full_url: str, url: str) -> bytes:
         try:
-            with self.session.get(full_url, timeout=self.http_timeout, stream=True) as response:
+            # A fresh connection each time: trackers close kept-alive ones (opentracker answers HTTP/1.0-style),
+            # and a request sent on one the tracker has just closed is reset. Scrapes are few: it costs little.
+            headers = {"Connection": "close"}
+            with self.session.get(full_url, timeout=self.http_timeout, stream=True, headers=headers) as response:
                 status = response.status_code
                 if status == 404:
                     raise ScrapeUnsupportedError(f"{url}: answered 404: no scrape here")
