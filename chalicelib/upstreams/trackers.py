@@ -91,6 +91,10 @@ class TrackerFailureError(TrackerError):
     permanent = True
 
 
+class _ConnectionDropped(TrackerError):
+    """Refused or reset: worth one more try at once (a busy opentracker resets some connections)."""
+
+
 class ScrapeUnsupportedError(TrackerError):
     """The tracker cannot be scraped at all: no `announce` segment to turn into `scrape`, an unknown scheme."""
 
@@ -615,7 +619,10 @@ class Scraper:
         for batch in _chunks(hashes, self.http_batch_size):
             query = "&".join("info_hash=" + quote_from_bytes(h, safe="") for h in batch)
             stats.http_scrapes += 1
-            body = self._http_get(url + separator + query, url)
+            try:
+                body = self._http_get(url + separator + query, url)
+            except _ConnectionDropped:
+                body = self._http_get(url + separator + query, url)  # once more: busy trackers reset some
             answer = parse_http_scrape(body, batch)
             results.extend(answer[h] for h in batch)
         return results
@@ -641,6 +648,8 @@ class Scraper:
                 return bytes(body)
         except requests.Timeout as exc:
             raise TrackerTimeoutError(f"{url}: timed out") from exc
+        except requests.ConnectionError as exc:
+            raise _ConnectionDropped(f"{url}: could not be reached: {type(exc).__name__}") from exc
         except requests.RequestException as exc:
             raise TrackerError(f"{url}: could not be reached: {type(exc).__name__}") from exc
 
