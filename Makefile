@@ -27,7 +27,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 # Reinstalls only when a requirements file changed since the last install.
-$(INSTALLED): requirements.txt requirements-dev.txt | $(PY)
+$(INSTALLED): requirements.txt requirements-dev.txt streamer/requirements.txt | $(PY)
 	@echo "==> installing Python packages (first run takes a minute or two)"
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt

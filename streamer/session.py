@@ -1,0 +1,1211 @@
+"""The libtorrent session behind the stream server: torrents, readers, pieces, resume data, eviction.
+
+One `lt.session` per process, configured from StreamerConfig. Its alerts are popped on one thread (the
+"alerts" thread) and dispatched to whoever waits on them: metadata and check completion, read_piece (the
+bytes readers get), piece_finished, save_resume_data, removal, errors. Everything a caller waits on is a
+`concurrent.futures.Future` of its own, so a waiter that gives up (a client that disconnects) cancels only
+its own future; asyncio code awaits them with `asyncio.wrap_future`.
+
+Streaming. A torrent's chosen file (the largest video file, or the largest file; an explicit index wins) keeps
+its priority and every other file gets 0. Each HTTP reader registers its position: the pieces of a window
+ahead of it (the bitrate, estimated as file size / assumed duration, times the read-ahead seconds; at least a
+minimum number of pieces) get `set_piece_deadline`, spaced by the time one piece plays. The piece a reader
+needs now gets deadline 0 with `alert_when_available`, so libtorrent posts its bytes as a read_piece alert
+the moment it has the piece (or at once if it has it already); bytes are only ever taken from read_piece
+alerts, checked against the piece hash, and kept in a bounded LRU cache shared by every reader. A reader that
+moves (a seek) or leaves gives its old window back: pieces no reader wants any more lose their deadline.
+
+Housekeeping (the "maintenance" thread): a torrent nobody read for the idle time leaves the session (resume
+data saved, files kept); above the disk quota the least recently watched torrents nobody is reading are
+deleted with their files; the VPN gate pauses the whole session while closed; Storage records are written.
+Resume data is saved on stop, on eviction and on removal (`<dir>/.resume/<infohash>.fastresume`) and used
+when the torrent is added again, so nothing is downloaded twice; the torrents that were in the session at stop
+are added back at start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import json
+import os
+import shutil
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from chalicelib.errors import NotFoundError, ProjectionistError, ServiceUnavailableError, ValidationError
+from chalicelib.observability import logger as log
+from streamer.config import StreamerConfig
+
+lt: Any = importlib.import_module("libtorrent")  # typed as Any: its bindings are not checked here
+
+T = TypeVar("T")
+
+VIDEO_EXTENSIONS = frozenset(
+    {".mp4", ".m4v", ".mkv", ".webm", ".avi", ".mov", ".ts", ".m2ts", ".mpg", ".mpeg", ".wmv", ".flv", ".ogv"}
+)
+ALERT_MASK = (
+    lt.alert_category.error
+    | lt.alert_category.status
+    | lt.alert_category.storage
+    | lt.alert_category.piece_progress
+    | lt.alert_category.tracker
+)
+UPDATE_EVERY = 0.5  # seconds between post_torrent_updates (rates, progress, stall detection)
+REREAD_AFTER = 2.0  # a read of a piece we have that has not answered by then is asked again
+REANNOUNCE_AFTER = 2.0  # a reader waiting this long with no progress makes the torrent ask its trackers again
+REANNOUNCE_EVERY = 5.0
+PREFETCH_BYTES = 8 * 1024 * 1024
+PRIORITY_DEFAULT = 4
+
+
+class StreamerError(ProjectionistError):
+    status_code = 500
+    code = "streamer_error"
+
+
+class MetadataTimeoutError(StreamerError):
+    """The torrent's metadata did not come from peers in time."""
+
+    status_code = 504
+    code = "metadata_timeout"
+
+
+class MetadataMismatchError(StreamerError):
+    """What peers sent (or what was stored) is not the torrent the info-hash names."""
+
+    status_code = 502
+    code = "metadata_mismatch"
+
+
+class StalledError(StreamerError):
+    """A reader waited the stall timeout for a piece while nothing was downloaded."""
+
+    status_code = 504
+    code = "stalled"
+
+
+class TorrentGoneError(StreamerError):
+    """The torrent left the session (stop, eviction) while someone waited on it."""
+
+    status_code = 503
+    code = "torrent_removed"
+
+
+def _resolve(future: Future[T], value: T) -> None:
+    with contextlib.suppress(InvalidStateError):  # a waiter that gave up cancelled it
+        future.set_result(value)
+
+
+def _fail(future: Future[Any], exc: BaseException) -> None:
+    with contextlib.suppress(InvalidStateError):
+        future.set_exception(exc)
+
+
+class Signal:
+    """A one-shot event threads can wait on and asyncio code can await (a fresh future per waiter)."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._waiters: list[Future[None]] = []
+        self._error: BaseException | None = None
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def set(self, error: BaseException | None = None) -> None:
+        with self._lock:
+            if self._event.is_set():
+                return
+            self._error = error
+            self._event.set()
+            waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            _fail(waiter, error) if error is not None else _resolve(waiter, None)
+
+    def future(self) -> Future[None]:
+        future: Future[None] = Future()
+        with self._lock:
+            if not self._event.is_set():
+                self._waiters = [w for w in self._waiters if not w.done()]
+                self._waiters.append(future)
+                return future
+        _fail(future, self._error) if self._error is not None else _resolve(future, None)
+        return future
+
+    def wait(self, timeout: float | None) -> bool:
+        """True once set (raising the error it was set with), False on timeout."""
+        if not self._event.wait(timeout):
+            return False
+        if self._error is not None:
+            raise self._error
+        return True
+
+
+@dataclass(frozen=True)
+class TorrentSource:
+    """What to add: a stored .torrent (preferred: no metadata round) or a magnet, for one v1 info-hash."""
+
+    infohash: str
+    magnet: str | None = None
+    torrent: bytes | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    index: int
+    path: str
+    size: int
+    offset: int  # of its first byte in the torrent
+
+
+@dataclass(frozen=True)
+class TorrentMetadata:
+    infohash: str
+    name: str
+    torrent: bytes  # a bencoded .torrent whose info dict is the one peers sent, verbatim
+    files: list[dict[str, Any]]  # [{"path", "size"}]
+
+
+def choose_file(files: Iterable[FileInfo]) -> FileInfo | None:
+    """The largest file with a video extension, else the largest file."""
+    files = list(files)
+    videos = [f for f in files if Path(f.path).suffix.lower() in VIDEO_EXTENSIONS]
+    return max(videos or files, key=lambda f: f.size, default=None)
+
+
+def infohash_of(ti: Any) -> str:
+    return str(ti.info_hashes().v1).lower()
+
+
+def torrent_bytes(ti: Any, trackers: Iterable[str] = ()) -> bytes:
+    """A .torrent for `ti`: libtorrent writes the info dict verbatim, so the info-hash cannot change.
+    (lt.write_torrent_file_buf fails in the 2.1.1 wheel: it decodes the bencoded bytes as UTF-8.)"""
+    atp = lt.add_torrent_params()
+    atp.ti = ti
+    atp.trackers = list(trackers)
+    return bytes(lt.bencode(lt.write_torrent_file(atp)))
+
+
+def file_list(ti: Any) -> list[FileInfo]:
+    fs = ti.layout()
+    pad = lt.file_storage.flag_pad_file
+    return [
+        FileInfo(i, fs.file_path(i), fs.file_size(i), fs.file_offset(i))
+        for i in range(fs.num_files())
+        if not fs.file_flags(i) & pad
+    ]
+
+
+def disk_usage(path: Path) -> int:
+    """Bytes the files under `path` take on disk (allocated blocks: sparse files count what they hold)."""
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+    return total
+
+
+class PieceCache:
+    """Recently read pieces, least recently used out first, bounded in bytes, shared by every torrent."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, int]) -> bytes | None:
+        with self._lock:
+            data = self._items.get(key)
+            if data is not None:
+                self._items.move_to_end(key)
+            return data
+
+    def put(self, key: tuple[str, int], data: bytes) -> None:
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._bytes -= len(old)
+            if len(data) > self.max_bytes:
+                return
+            self._items[key] = data
+            self._bytes += len(data)
+            while self._bytes > self.max_bytes:
+                _, dropped = self._items.popitem(last=False)
+                self._bytes -= len(dropped)
+
+    def drop(self, infohash: str) -> None:
+        with self._lock:
+            for key in [k for k in self._items if k[0] == infohash]:
+                self._bytes -= len(self._items.pop(key))
+
+    @property
+    def size(self) -> int:
+        return self._bytes
+
+
+class Reader:
+    """One HTTP response reading one file of a torrent. Its position moves its read-ahead window."""
+
+    def __init__(self, torrent: Torrent, file: FileInfo, position: int, passive: bool = False) -> None:
+        self.torrent = torrent
+        self.file = file
+        self.passive = passive  # a warm-up window (POST .../start), not someone reading
+        self.position = position
+        self.piece = torrent.piece_at(file, position)
+        self.closed = False
+
+    def locate(self, position: int) -> int:
+        return self.torrent.piece_at(self.file, position)
+
+    def seek(self, position: int) -> None:
+        """Move to `position` (bytes into the file): a new piece moves the window."""
+        self.position = position
+        piece = self.torrent.piece_at(self.file, position)
+        if piece != self.piece:
+            self.piece = piece
+            self.torrent.touch()
+            self.torrent.update_deadlines()
+
+    def request(self, piece: int) -> Future[bytes]:
+        return self.torrent.request_piece(piece)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.torrent.release(self)
+
+    def __enter__(self) -> Reader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Torrent:
+    """A torrent in the session: its files, its readers and the pieces they wait for."""
+
+    def __init__(self, session: TorrentSession, infohash: str, handle: Any, fetch_only: bool = False) -> None:
+        self.session = session
+        self.config = session.config
+        self.infohash = infohash
+        self.handle = handle
+        self.fetch_only = fetch_only  # added only to fetch its metadata (upload mode, nothing downloaded)
+        self.name: str | None = None
+        self.lock = threading.RLock()
+        self.metadata = Signal()  # the info dict is known
+        self.ready = Signal()  # ... and the files are checked: pieces can be read
+        self.removed = Signal()
+        self.ti: Any = None
+        self.files: list[FileInfo] = []
+        self.main_file: FileInfo | None = None
+        self.wanted_files: set[int] = set()
+        self.piece_length = 0
+        self.num_pieces = 0
+        self.have = bytearray()
+        self.readers: set[Reader] = set()
+        self.requests = 0  # HTTP requests that wait for this torrent (its metadata) before they read
+        self.waiters: dict[int, list[Future[bytes]]] = {}
+        self.pending: dict[int, float] = {}  # piece -> when its bytes were asked for
+        self.deadlines: dict[int, int] = {}  # pieces given a deadline for the windows
+        self.status: Any = None
+        self.added_at = time.monotonic()
+        self.last_watched = time.time()
+        self.last_progress = time.monotonic()
+        self.last_download = 0
+        self.last_reannounce = 0.0
+        self.last_record = 0.0
+        self.error: str | None = None
+
+    # -- metadata and files ----------------------------------------------------------------------------------
+    def on_metadata(self) -> None:
+        """The info dict is known (received, or given at add): files, the main file, priorities."""
+        with self.lock:
+            if self.metadata.is_set():
+                return
+            ti = self.handle.torrent_file()
+            if ti is None:
+                return
+            self.ti = ti
+            self.name = ti.name()
+            self.files = file_list(ti)
+            self.main_file = choose_file(self.files)
+            self.piece_length = ti.piece_length()
+            self.num_pieces = ti.num_pieces()
+            self.have = bytearray(self.num_pieces)
+            if not self.fetch_only:
+                self._apply_priorities()
+        self.metadata.set()
+
+    def on_checked(self) -> None:
+        self.on_metadata()
+        if not self.metadata.is_set():
+            return
+        self.refresh_pieces()
+        self.ready.set()
+
+    def refresh_pieces(self) -> None:
+        pieces = self.handle.status(lt.status_flags_t.query_pieces).pieces
+        with self.lock:
+            for i, have in enumerate(pieces[: self.num_pieces]):
+                if have:
+                    self.have[i] = 1
+
+    def _apply_priorities(self) -> None:
+        if self.main_file is None:
+            return
+        self.wanted_files.add(self.main_file.index)
+        priorities = [0] * self.ti.layout().num_files()
+        for index in self.wanted_files:
+            priorities[index] = PRIORITY_DEFAULT
+        self.handle.prioritize_files(priorities)
+
+    def promote(self) -> None:
+        """A torrent added to fetch its metadata is now wanted for streaming."""
+        with self.lock:
+            if not self.fetch_only:
+                return
+            self.fetch_only = False
+            self.handle.unset_flags(lt.torrent_flags.upload_mode)
+            if self.config.download_limit:
+                self.handle.set_download_limit(self.config.download_limit)
+            if self.metadata.is_set():
+                self._apply_priorities()
+        self.touch()
+
+    def file(self, index: int | None = None) -> FileInfo:
+        """The file to play: `index` if given (it gets a priority), else the main file."""
+        if not self.metadata.is_set():
+            raise StreamerError("the torrent's metadata is not known yet")
+        if index is None:
+            if self.main_file is None:
+                raise NotFoundError(f"torrent {self.infohash} has no file to play")
+            return self.main_file
+        found = next((f for f in self.files if f.index == index), None)
+        if found is None:
+            raise NotFoundError(f"torrent {self.infohash} has no file {index}")
+        with self.lock:
+            if index not in self.wanted_files:
+                self.wanted_files.add(index)
+                self._apply_priorities()
+        return found
+
+    def piece_at(self, file: FileInfo, position: int) -> int:
+        return (file.offset + min(max(position, 0), max(file.size - 1, 0))) // self.piece_length
+
+    def last_piece(self, file: FileInfo) -> int:
+        return (file.offset + max(file.size - 1, 0)) // self.piece_length
+
+    def piece_start(self, file: FileInfo, piece: int) -> int:
+        """Where `piece` starts, in bytes into `file` (negative when the file starts inside it)."""
+        return piece * self.piece_length - file.offset
+
+    # -- readers and windows ---------------------------------------------------------------------------------
+    def open_reader(self, file: FileInfo, position: int = 0, passive: bool = False) -> Reader:
+        reader = Reader(self, file, position, passive)
+        with self.lock:
+            if not passive:  # someone is watching: warm-up windows have done their job
+                self.readers = {r for r in self.readers if not r.passive}
+            self.readers.add(reader)
+        self.touch()
+        self.update_deadlines()
+        return reader
+
+    def warm(self, file: FileInfo) -> None:
+        """Get the start of `file` and its last piece (where an MP4 often keeps its index) coming."""
+        with self.lock:
+            if any(r.file == file for r in self.readers):
+                return
+        self.open_reader(file, 0, passive=True)
+        if file.size > self.piece_length:
+            self.open_reader(file, file.size - 1, passive=True)
+
+    def release(self, reader: Reader) -> None:
+        with self.lock:
+            self.readers.discard(reader)
+            for piece in list(self.waiters):
+                live = [f for f in self.waiters[piece] if not f.done()]
+                if live:
+                    self.waiters[piece] = live
+                else:
+                    del self.waiters[piece]
+            # A piece nobody waits for any more is asked for afresh next time (its deadline may be reset below).
+            self.pending = {p: at for p, at in self.pending.items() if p in self.waiters}
+        self.touch()
+        self.update_deadlines()
+
+    @property
+    def reader_count(self) -> int:
+        with self.lock:
+            return sum(1 for r in self.readers if not r.passive)
+
+    @property
+    def in_use(self) -> bool:
+        """Someone reads it or waits to: neither idle eviction nor the quota may take it."""
+        return self.fetch_only or self.requests > 0 or self.reader_count > 0
+
+    @contextlib.contextmanager
+    def interest(self) -> Iterator[None]:
+        """Hold the torrent in the session while a request waits for it."""
+        with self.lock:
+            self.requests += 1
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.requests -= 1
+            self.touch()
+
+    def touch(self) -> None:
+        self.last_watched = time.time()
+        if not self.fetch_only:
+            self.session.touch(self.infohash, self.last_watched)
+
+    def update_deadlines(self) -> None:
+        """Give every piece of the readers' windows a deadline, and take it back from pieces none wants."""
+        with self.lock:
+            if self.removed.is_set() or not self.metadata.is_set() or self.fetch_only:
+                return
+            wanted: dict[int, int] = {}
+            for reader in self.readers:
+                window = self.config.window_pieces(reader.file.size, self.piece_length)
+                interval = self.config.piece_interval_ms(reader.file.size, self.piece_length)
+                last = min(self.last_piece(reader.file), reader.piece + window - 1)
+                for k, piece in enumerate(range(reader.piece, last + 1)):
+                    if not self.have[piece]:
+                        deadline = k * interval
+                        wanted[piece] = min(wanted.get(piece, deadline), deadline)
+            for piece in [p for p in self.deadlines if p not in wanted and p not in self.waiters]:
+                del self.deadlines[piece]
+                if not self.have[piece]:
+                    self.handle.reset_piece_deadline(piece)
+            for piece, deadline in wanted.items():
+                if piece not in self.deadlines:
+                    self.deadlines[piece] = deadline
+                    self.handle.set_piece_deadline(piece, deadline)
+
+    # -- pieces ----------------------------------------------------------------------------------------------
+    def request_piece(self, piece: int) -> Future[bytes]:
+        """The bytes of `piece`, from the cache, or from libtorrent as soon as it has them."""
+        future: Future[bytes] = Future()
+        data = self.session.cache.get((self.infohash, piece))
+        if data is not None:
+            _resolve(future, data)
+            return future
+        with self.lock:
+            if self.removed.is_set():
+                _fail(future, TorrentGoneError(f"torrent {self.infohash} left the session"))
+                return future
+            self.waiters.setdefault(piece, []).append(future)
+            if piece not in self.pending:
+                self._ask(piece)
+        return future
+
+    def _ask(self, piece: int) -> None:
+        """Ask libtorrent for the bytes of `piece` (under the lock)."""
+        self.pending[piece] = time.monotonic()
+        if self.have[piece]:
+            self.handle.read_piece(piece)
+        else:  # deadline 0; libtorrent posts a read_piece alert once it has it (at once if it already has)
+            self.deadlines[piece] = 0
+            self.handle.set_piece_deadline(piece, 0, lt.torrent_handle.alert_when_available)
+
+    def on_piece_finished(self, piece: int) -> None:
+        with self.lock:
+            if piece < len(self.have):
+                self.have[piece] = 1
+            self.deadlines.pop(piece, None)
+        self.last_progress = time.monotonic()
+
+    def on_read_piece(self, piece: int, data: bytes | None, error: str | None) -> None:
+        if data is not None and error is None and self.ti is not None:
+            expected = self.ti.piece_size(piece)
+            if len(data) != expected:
+                error = f"read {len(data)} bytes of piece {piece}, expected {expected}"
+            elif self.ti.info_hashes().has_v1():
+                digest = bytes(self.ti.hash_for_piece(piece))
+                if hashlib.sha1(data).digest() != digest:  # v1 piece hashes are SHA-1
+                    error = f"piece {piece} read back does not match its hash"
+        with self.lock:
+            self.pending.pop(piece, None)
+            if error is not None or data is None:
+                if self.waiters.get(piece):
+                    log.debug("torrent %s piece %s: %s; asking again", self.infohash, piece, error)
+                    if self.have[piece]:
+                        self.pending[piece] = 0.0  # retry_reads asks again on its next round
+                    else:
+                        self._ask(piece)  # it is not downloaded yet: the deadline brings it
+                return
+            waiters = self.waiters.pop(piece, [])
+        self.session.cache.put((self.infohash, piece), data)
+        for waiter in waiters:
+            _resolve(waiter, data)
+
+    def retry_reads(self, now: float) -> None:
+        """Reads of pieces we have that got no answer (a dropped alert, a failed read) are asked again."""
+        with self.lock:
+            for piece, asked in list(self.pending.items()):
+                if now - asked >= REREAD_AFTER and self.have[piece]:
+                    if self.waiters.get(piece):
+                        self.pending[piece] = now
+                        self.handle.read_piece(piece)
+                    else:
+                        del self.pending[piece]
+
+    @property
+    def waiting_since(self) -> float | None:
+        with self.lock:
+            asked = [self.pending[p] for p, ws in self.waiters.items() if p in self.pending and ws]
+            return min(asked) if asked else None
+
+    def on_status(self, status: Any) -> None:
+        self.status = status
+        checking = (lt.torrent_status.checking_files, lt.torrent_status.checking_resume_data)
+        if not self.ready.is_set() and status.has_metadata and status.state not in checking:
+            self.on_checked()  # in case the checked alert was missed
+        downloaded = int(status.total_payload_download)
+        if downloaded > self.last_download:
+            self.last_download = downloaded
+            self.last_progress = time.monotonic()
+
+    def on_removed(self) -> None:
+        error = TorrentGoneError(f"torrent {self.infohash} left the session")
+        with self.lock:
+            waiters, self.waiters = self.waiters, {}
+            self.readers.clear()
+            self.pending.clear()
+        for futures in waiters.values():
+            for future in futures:
+                _fail(future, error)
+        self.metadata.set(error)
+        self.ready.set(error)
+        self.removed.set()
+
+    # -- status ----------------------------------------------------------------------------------------------
+    def contiguous_bytes(self, file: FileInfo, position: int) -> int:
+        """How many bytes from `position` on are downloaded without a gap (to the end of the file)."""
+        if not self.metadata.is_set() or position >= file.size:
+            return 0
+        with self.lock:
+            piece, last = self.piece_at(file, position), self.last_piece(file)
+            end = piece
+            while end <= last and self.have[end]:
+                end += 1
+        if end > last:
+            return file.size - position
+        return max(0, self.piece_start(file, end) - position)
+
+    def current_status(self) -> Any:
+        if self.status is None:
+            self.status = self.handle.status(0)
+        return self.status
+
+    def state(self, file: FileInfo | None = None) -> str:
+        if not self.ready.is_set():
+            return "metadata"
+        status = self.current_status()
+        file = file or self.main_file
+        if status.is_seeding or (file is not None and self.contiguous_bytes(file, 0) >= file.size):
+            return "seeding"
+        with self.lock:
+            waiting = any(ws for ws in self.waiters.values())
+        return "buffering" if waiting or self.reader_count == 0 else "streaming"
+
+    def snapshot(self, file_index: int | None = None) -> dict[str, Any]:
+        status = self.current_status()
+        file: FileInfo | None = None
+        if self.metadata.is_set():
+            with contextlib.suppress(NotFoundError):
+                file = self.main_file if file_index is None else next(f for f in self.files if f.index == file_index)
+        with self.lock:
+            positions = [r.position for r in self.readers if not r.passive and (file is None or r.file == file)]
+        buffered = 0
+        if file is not None:
+            buffered = min((self.contiguous_bytes(file, p) for p in positions), default=self.contiguous_bytes(file, 0))
+        return {
+            "infohash": self.infohash,
+            "name": self.name,
+            "state": self.state(file),
+            "file": {"index": file.index, "path": file.path, "size": file.size} if file else None,
+            "buffered_bytes": buffered,
+            "progress": float(status.progress),
+            "downloaded_bytes": int(status.total_wanted_done),
+            "wanted_bytes": int(status.total_wanted),
+            "download_rate": int(status.download_payload_rate),
+            "upload_rate": int(status.upload_payload_rate),
+            "peers": int(status.num_peers),
+            "seeds": int(status.num_seeds),
+            "readers": len(positions),
+            "error": self.error,
+        }
+
+
+class TorrentSession:
+    """The one libtorrent session and the torrents in it."""
+
+    def __init__(
+        self,
+        config: StreamerConfig,
+        *,
+        gate: Any = None,
+        record: Callable[[dict[str, Any], str | None], Any] | None = None,
+    ) -> None:
+        self.config = config
+        self.gate = gate  # a VpnGate (check() -> state with .open), or None: always open
+        self.record = record  # writes a Storage record from a snapshot (streamer.records.write), or None
+        self.cache = PieceCache(config.piece_cache_bytes)
+        self.lt: Any = None
+        self.network_open = True
+        self._torrents: dict[str, Torrent] = {}
+        self._by_handle: dict[Any, Torrent] = {}
+        self._lock = threading.RLock()
+        self._resume_waiters: dict[str, list[Future[bool]]] = {}
+        self._watched: dict[str, float] = {}  # infohash -> last watched (unix time), for the quota
+        self._stop_alerts = threading.Event()
+        self._stop_maintenance = threading.Event()
+        self._threads: dict[str, threading.Thread] = {}
+        self._last_update = 0.0
+
+    # -- life cycle ------------------------------------------------------------------------------------------
+    def start(self) -> TorrentSession:
+        self.config.download_dir.mkdir(parents=True, exist_ok=True)
+        self.config.resume_dir.mkdir(parents=True, exist_ok=True)
+        settings = {**self.config.libtorrent_settings(), "alert_mask": ALERT_MASK}
+        settings.setdefault("stop_tracker_timeout", 2)
+        self.lt = lt.session(settings)
+        self._watched = self._load_index()
+        self._stop_alerts.clear()
+        self._stop_maintenance.clear()
+        self._spawn("alerts", self._alert_loop)
+        self._check_gate()
+        for infohash in self._load_active():
+            try:
+                self.add(TorrentSource(infohash))
+            except Exception as exc:  # a damaged resume file must not keep the streamer down
+                log.warning("could not add %s back from its resume data: %s", infohash, exc)
+        self._spawn("maintenance", self._maintenance_loop)
+        set_active_session(self)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Save every torrent's resume data, remember which were in the session, and end the session."""
+        if self.lt is None:
+            return
+        self._join("maintenance", self._stop_maintenance)  # no eviction from now on
+        torrents = [t for t in self.torrents() if not t.fetch_only]
+        saves = [(t, self.save_resume(t)) for t in torrents]
+        deadline = time.monotonic() + timeout
+        for torrent, future in saves:
+            try:
+                future.result(max(0.1, deadline - time.monotonic()))
+            except (FutureTimeout, Exception) as exc:
+                log.warning("resume data of %s not saved: %s", torrent.infohash, exc)
+        self._write_json(self.config.resume_dir / "active.json", sorted(t.infohash for t in torrents))
+        self._save_index()
+        for torrent in torrents:
+            snapshot = self._safe_snapshot(torrent)
+            if snapshot is not None:
+                self._record(snapshot, "stopped")
+        self._join("alerts", self._stop_alerts)
+        for torrent in self.torrents():
+            torrent.on_removed()
+        with self._lock:
+            self._torrents.clear()
+            self._by_handle.clear()
+        session, self.lt = self.lt, None
+        session.pause()
+        del session  # its destructor aborts the session (trackers get `stopped`, bounded by stop_tracker_timeout)
+        if active_session() is self:
+            set_active_session(None)
+
+    def _spawn(self, name: str, target: Callable[[], None]) -> None:
+        thread = threading.Thread(target=target, name=f"streamer-{name}", daemon=True)
+        thread.start()
+        self._threads[name] = thread
+
+    def _join(self, name: str, stop: threading.Event) -> None:
+        stop.set()
+        thread = self._threads.pop(name, None)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=15)
+
+    # -- torrents --------------------------------------------------------------------------------------------
+    def torrents(self) -> list[Torrent]:
+        with self._lock:
+            return list(self._torrents.values())
+
+    def get(self, infohash: str) -> Torrent | None:
+        with self._lock:
+            return self._torrents.get(infohash.lower())
+
+    def resume_path(self, infohash: str) -> Path:
+        return self.config.resume_dir / f"{infohash}.fastresume"
+
+    def add(self, source: TorrentSource) -> Torrent:
+        """Add a torrent (or return the one in the session): from its resume data if we have it, else from its
+        .torrent, else from its magnet. Returns at once; wait on `.ready` for its metadata."""
+        infohash = source.infohash.lower()
+        with self._lock:
+            existing = self._torrents.get(infohash)
+            if existing is not None:
+                existing.promote()
+                existing.touch()
+                return existing
+            if not self.network_open:
+                raise ServiceUnavailableError("the VPN gate is closed: no torrent starts", retry_after=30)
+            params = self._params(source, infohash)
+            params.flags &= ~(lt.torrent_flags.auto_managed | lt.torrent_flags.paused | lt.torrent_flags.upload_mode)
+            if self.config.download_limit:
+                params.download_limit = self.config.download_limit
+            if params.ti is not None and not list(params.file_priorities):  # only the main file, from the start
+                main = choose_file(file_list(params.ti))
+                if main is not None:
+                    priorities = [0] * params.ti.layout().num_files()
+                    priorities[main.index] = PRIORITY_DEFAULT
+                    params.file_priorities = priorities
+            torrent = self._add_params(infohash, params, fetch_only=False)
+        torrent.touch()
+        return torrent
+
+    def _params(self, source: TorrentSource, infohash: str) -> Any:
+        resume = self.resume_path(infohash)
+        if resume.exists():
+            try:
+                params = lt.read_resume_data(resume.read_bytes())
+                if str(params.info_hashes.v1).lower() == infohash:
+                    params.save_path = str(self.config.download_dir)
+                    return params
+                log.warning("resume data %s names another torrent; ignored", resume)
+            except Exception as exc:
+                log.warning("resume data %s is unreadable (%s); ignored", resume, exc)
+        ti = self._stored_torrent(source, infohash)
+        if ti is not None:
+            params = lt.add_torrent_params()
+            params.ti = ti
+            if source.magnet:  # the magnet's trackers too (a stored .torrent may name fewer)
+                params.trackers = list(lt.parse_magnet_uri(source.magnet).trackers)
+        elif source.magnet:
+            params = lt.parse_magnet_uri(source.magnet)
+            if str(params.info_hashes.v1).lower() != infohash:
+                raise MetadataMismatchError(f"the magnet of {infohash} names another torrent")
+        else:
+            raise ValidationError(f"torrent {infohash}: neither a .torrent nor a magnet to add it from")
+        params.save_path = str(self.config.download_dir)
+        return params
+
+    @staticmethod
+    def _stored_torrent(source: TorrentSource, infohash: str) -> Any:
+        """The stored .torrent's info, or None (then the magnet is used) if it is damaged or another's."""
+        if source.torrent is None:
+            return None
+        try:
+            ti = lt.torrent_info(source.torrent)
+        except Exception as exc:
+            problem = f"unreadable ({exc})"
+        else:
+            if infohash_of(ti) == infohash:
+                return ti
+            problem = f"{infohash_of(ti)}'s, not {infohash}'s"
+        if not source.magnet:
+            raise MetadataMismatchError(f"the stored .torrent of {infohash} is {problem}")
+        log.warning("the stored .torrent of %s is %s; using the magnet", infohash, problem)
+        return None
+
+    def _add_params(self, infohash: str, params: Any, fetch_only: bool) -> Torrent:
+        """Add to libtorrent and register (under the session lock)."""
+        handle = self.lt.add_torrent(params)
+        torrent = Torrent(self, infohash, handle, fetch_only=fetch_only)
+        self._torrents[infohash] = torrent
+        self._by_handle[handle] = torrent
+        if handle.torrent_file() is not None:  # a .torrent or resume data: metadata known, files to check
+            torrent.on_metadata()
+            status = handle.status(0)
+            if status.state not in (lt.torrent_status.checking_files, lt.torrent_status.checking_resume_data):
+                torrent.on_checked()
+        log.info("added torrent %s%s", infohash, " (metadata only)" if fetch_only else "")
+        return torrent
+
+    def remove(self, infohash: str, *, delete_files: bool = False, timeout: float = 10.0) -> bool:
+        """Take a torrent out of the session; its resume data is saved first (or deleted with its files)."""
+        torrent = self.get(infohash)
+        if torrent is None:
+            return False
+        if not delete_files and not torrent.fetch_only and torrent.metadata.is_set():
+            try:
+                self.save_resume(torrent).result(timeout)
+            except (FutureTimeout, Exception) as exc:
+                log.warning("resume data of %s not saved before removal: %s", infohash, exc)
+        snapshot = self._safe_snapshot(torrent)
+        with self._lock:
+            self._torrents.pop(infohash, None)
+            self._by_handle.pop(torrent.handle, None)
+        self.lt.remove_torrent(torrent.handle, lt.session.delete_files if delete_files else 0)
+        torrent.on_removed()
+        self.cache.drop(infohash)
+        if delete_files:
+            self.resume_path(infohash).unlink(missing_ok=True)
+            self._watched.pop(infohash, None)
+        if snapshot is not None and not torrent.fetch_only:
+            self._record(snapshot, "deleted" if delete_files else "removed")
+        log.info("removed torrent %s%s", infohash, " and its files" if delete_files else "")
+        return True
+
+    def touch(self, infohash: str, at: float | None = None) -> None:
+        """Note that `infohash` was watched now (the quota deletes the least recently watched first)."""
+        self._watched[infohash] = time.time() if at is None else at
+
+    # -- metadata fetch --------------------------------------------------------------------------------------
+    def fetch_metadata(self, magnet: str, timeout: float | None = None) -> TorrentMetadata:
+        """Resolve a magnet's metadata from its peers (ut_metadata) without downloading any payload: the
+        .torrent (info dict verbatim, the magnet's trackers) and its files. The info-hash of what came is
+        checked against the magnet's. MetadataTimeoutError after `timeout` (the config's by default)."""
+        timeout = self.config.metadata_timeout_seconds if timeout is None else timeout
+        params = lt.parse_magnet_uri(magnet)
+        infohash = str(params.info_hashes.v1).lower()
+        trackers = list(params.trackers)
+        with self._lock:
+            torrent = self._torrents.get(infohash)
+            if torrent is None:
+                if not self.network_open:
+                    raise ServiceUnavailableError("the VPN gate is closed: no torrent starts", retry_after=30)
+                params.save_path = str(self.config.download_dir)
+                params.flags &= ~(lt.torrent_flags.auto_managed | lt.torrent_flags.paused)
+                params.flags |= lt.torrent_flags.upload_mode | lt.torrent_flags.default_dont_download
+                torrent = self._add_params(infohash, params, fetch_only=True)
+        try:
+            try:
+                received = torrent.metadata.wait(timeout)
+            except TorrentGoneError:
+                received = False
+            if not received or torrent.ti is None:
+                raise MetadataTimeoutError(f"no metadata for {infohash} from peers within {timeout:g}s")
+            data = torrent_bytes(torrent.ti, trackers)
+            check = lt.torrent_info(data)
+            if infohash_of(check) != infohash:
+                raise MetadataMismatchError(f"metadata received for {infohash} hashes to {infohash_of(check)}")
+            return TorrentMetadata(
+                infohash=infohash,
+                name=check.name(),
+                torrent=data,
+                files=[{"path": f.path, "size": f.size} for f in file_list(check)],
+            )
+        finally:
+            with self._lock:  # unless a stream wants it now (promoted), or another fetch removed it already
+                if torrent.fetch_only and self._torrents.get(infohash) is torrent:
+                    self.remove(infohash)
+
+    # -- resume data -----------------------------------------------------------------------------------------
+    def save_resume(self, torrent: Torrent) -> Future[bool]:
+        """Ask for the torrent's resume data; the future resolves once it is written (False: nothing to save)."""
+        future: Future[bool] = Future()
+        if not torrent.metadata.is_set() or torrent.removed.is_set():
+            _resolve(future, False)
+            return future
+        with self._lock:
+            self._resume_waiters.setdefault(torrent.infohash, []).append(future)
+        flags = lt.save_resume_flags_t.save_info_dict | lt.save_resume_flags_t.flush_disk_cache
+        torrent.handle.save_resume_data(flags)
+        return future
+
+    def _resume_done(self, infohash: str, ok: bool) -> None:
+        with self._lock:
+            waiters = self._resume_waiters.pop(infohash, [])
+        for waiter in waiters:
+            _resolve(waiter, ok)
+
+    def _write_resume(self, infohash: str, params: Any) -> None:
+        data = bytes(lt.write_resume_data_buf(params))
+        path = self.resume_path(infohash)
+        temporary = path.with_suffix(".tmp")
+        temporary.write_bytes(data)
+        temporary.replace(path)
+
+    def _load_active(self) -> list[str]:
+        path = self.config.resume_dir / "active.json"
+        try:
+            names = json.loads(path.read_text()) if path.exists() else []
+        except ValueError:
+            return []
+        return [n for n in names if isinstance(n, str) and self.resume_path(n).exists()]
+
+    def _load_index(self) -> dict[str, float]:
+        path = self.config.resume_dir / "watched.json"
+        try:
+            data = json.loads(path.read_text()) if path.exists() else {}
+        except ValueError:
+            return {}
+        return {k: float(v) for k, v in data.items() if isinstance(v, int | float)}
+
+    def _save_index(self) -> None:
+        self._write_json(self.config.resume_dir / "watched.json", dict(self._watched))
+
+    @staticmethod
+    def _write_json(path: Path, value: Any) -> None:
+        with contextlib.suppress(OSError):
+            temporary = path.with_suffix(".tmp")
+            temporary.write_text(json.dumps(value))
+            temporary.replace(path)
+
+    # -- alerts ----------------------------------------------------------------------------------------------
+    def _alert_loop(self) -> None:
+        while not self._stop_alerts.is_set():
+            session = self.lt
+            if session is None:
+                return
+            try:
+                session.wait_for_alert(100)
+                for alert in session.pop_alerts():
+                    self._dispatch(alert)
+                now = time.monotonic()
+                if now - self._last_update >= UPDATE_EVERY:
+                    self._last_update = now
+                    session.post_torrent_updates(0)  # the basic status: no piece lists
+                    for torrent in self.torrents():
+                        torrent.retry_reads(now)
+                        self._reannounce_if_stalled(torrent, now)
+            except Exception:
+                log.exception("alert loop")
+                time.sleep(0.1)
+
+    def _torrent_of(self, alert: Any) -> Torrent | None:
+        with self._lock:
+            return self._by_handle.get(alert.handle)
+
+    def _dispatch(self, alert: Any) -> None:
+        kind = type(alert).__name__
+        if kind == "read_piece_alert":
+            torrent = self._torrent_of(alert)
+            if torrent is not None:
+                failed = alert.error.value() != 0
+                data = None if failed else bytes(alert.buffer)
+                torrent.on_read_piece(alert.piece, data, alert.error.message() if failed else None)
+        elif kind == "piece_finished_alert":
+            torrent = self._torrent_of(alert)
+            if torrent is not None:
+                torrent.on_piece_finished(alert.piece_index)
+        elif kind == "state_update_alert":
+            for status in alert.status:
+                with self._lock:
+                    torrent = self._by_handle.get(status.handle)
+                if torrent is not None:
+                    torrent.on_status(status)
+        elif kind == "metadata_received_alert":
+            torrent = self._torrent_of(alert)
+            if torrent is not None:
+                torrent.on_metadata()
+        elif kind == "torrent_checked_alert":
+            torrent = self._torrent_of(alert)
+            if torrent is not None:
+                torrent.on_checked()
+        elif kind == "save_resume_data_alert":
+            infohash = str(alert.params.info_hashes.v1).lower()
+            try:
+                self._write_resume(infohash, alert.params)
+                self._resume_done(infohash, True)
+            except OSError as exc:
+                log.warning("could not write the resume data of %s: %s", infohash, exc)
+                self._resume_done(infohash, False)
+        elif kind == "save_resume_data_failed_alert":
+            torrent = self._torrent_of(alert)
+            if torrent is not None:
+                self._resume_done(torrent.infohash, False)
+        elif kind in ("torrent_error_alert", "file_error_alert", "metadata_failed_alert"):
+            torrent = self._torrent_of(alert)
+            if torrent is not None:
+                torrent.error = alert.message()
+            log.warning("%s", alert.message())
+        elif kind == "alerts_dropped_alert":
+            log.warning("libtorrent dropped alerts (queue full); pending reads are asked again")
+        elif kind in ("tracker_error_alert", "torrent_delete_failed_alert", "listen_failed_alert"):
+            log.info("%s", alert.message())
+
+    def _reannounce_if_stalled(self, torrent: Torrent, now: float) -> None:
+        """A reader waits and nothing comes: ask the trackers for peers now (a new seeder, a seeder back)."""
+        since = torrent.waiting_since
+        if since is None or now - max(since, torrent.last_progress) < REANNOUNCE_AFTER:
+            return
+        if now - torrent.last_reannounce >= REANNOUNCE_EVERY:
+            torrent.last_reannounce = now
+            torrent.handle.force_reannounce(0, -1, lt.torrent_handle.ignore_min_interval)
+            log.info("torrent %s: readers wait with no progress; asking the trackers for peers", torrent.infohash)
+
+    # -- housekeeping ----------------------------------------------------------------------------------------
+    def _maintenance_loop(self) -> None:
+        while not self._stop_maintenance.wait(self.config.maintenance_interval_seconds):
+            try:
+                self.maintain()
+            except Exception:
+                log.exception("maintenance")
+
+    def maintain(self) -> None:
+        """One round: the VPN gate, idle eviction, the disk quota, Storage records."""
+        self._check_gate()
+        self.evict_idle()
+        self.enforce_quota()
+        self.write_records()
+        for torrent in self.torrents():
+            if torrent.reader_count:
+                self.touch(torrent.infohash)
+        self._save_index()
+
+    def _check_gate(self) -> None:
+        if self.gate is None or self.lt is None:
+            return
+        try:
+            is_open = bool(self.gate.check().open)
+        except Exception as exc:  # e.g. DynamoDB unreachable while recording the state: keep the last one
+            log.warning("VPN gate check failed: %s", exc)
+            return
+        if is_open != self.network_open:
+            self.network_open = is_open
+            (self.lt.resume if is_open else self.lt.pause)()
+            log.warning("VPN gate %s: session %s", "open" if is_open else "closed", "resumed" if is_open else "paused")
+
+    def evict_idle(self, now: float | None = None) -> list[str]:
+        now = time.time() if now is None else now
+        idle = [
+            t.infohash
+            for t in self.torrents()
+            if not t.in_use and now - t.last_watched >= self.config.idle_eviction_seconds
+        ]
+        for infohash in idle:
+            log.info("torrent %s idle for %g minutes: leaving the session", infohash, self.config.idle_eviction_minutes)
+            self.remove(infohash)
+        return idle
+
+    def enforce_quota(self) -> list[str]:
+        """Above the quota, delete the least recently watched torrents nobody reads, with their files."""
+        quota = self.config.disk_quota_bytes
+        if not quota:
+            return []
+        usage = disk_usage(self.config.download_dir)
+        if usage <= quota:
+            return []
+        busy = {t.infohash for t in self.torrents() if t.in_use}
+        known = set(self._watched) | {t.infohash for t in self.torrents()}
+        known |= {p.name.removesuffix(".fastresume") for p in self.config.resume_dir.glob("*.fastresume")}
+        candidates = sorted(known - busy, key=lambda h: self._watched.get(h, 0.0))
+        deleted = []
+        for infohash in candidates:
+            if usage <= quota:
+                break
+            if self._delete(infohash):
+                deleted.append(infohash)
+                usage = disk_usage(self.config.download_dir)
+        if usage > quota:
+            log.warning("disk usage %d bytes is above the quota of %d with nothing left to evict", usage, quota)
+        return deleted
+
+    def _delete(self, infohash: str) -> bool:
+        """Delete a torrent's files, whether it is in the session or only on disk (known by its resume data)."""
+        log.info("disk quota: deleting torrent %s and its files (least recently watched)", infohash)
+        torrent = self.get(infohash)
+        if torrent is not None:
+            self.remove(infohash, delete_files=True)
+            return self._wait_gone(torrent)
+        path = self.resume_path(infohash)
+        try:
+            params = lt.read_resume_data(path.read_bytes())
+        except Exception:
+            params = None
+        self._watched.pop(infohash, None)
+        if params is None or params.ti is None:
+            path.unlink(missing_ok=True)
+            return False
+        root = Path(params.save_path or self.config.download_dir)
+        for f in file_list(params.ti):
+            self._unlink(root, root / f.path)
+        self._unlink(root, root / f".{infohash}.parts")
+        path.unlink(missing_ok=True)
+        return True
+
+    def _wait_gone(self, torrent: Torrent, timeout: float = 5.0) -> bool:
+        """libtorrent deletes files on its disk thread: wait until the torrent's files are gone."""
+        if torrent.ti is None:
+            return True
+        root = self.config.download_dir
+        paths = [root / f.path for f in torrent.files]
+        deadline = time.monotonic() + timeout
+        while any(p.exists() for p in paths) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return True
+
+    def _unlink(self, root: Path, path: Path) -> None:
+        root = root.resolve()
+        target = path.resolve()
+        if root not in target.parents:
+            return  # never outside the download folder
+        with contextlib.suppress(OSError):
+            if target.is_dir():
+                shutil.rmtree(target)
+            else:
+                target.unlink(missing_ok=True)
+        parent = target.parent
+        while parent != root and root in parent.parents:
+            try:
+                parent.rmdir()  # only when empty
+            except OSError:
+                break
+            parent = parent.parent
+
+    def write_records(self, force: bool = False) -> None:
+        if self.record is None:
+            return
+        now = time.monotonic()
+        for torrent in self.torrents():
+            if torrent.fetch_only:
+                continue
+            if force or now - torrent.last_record >= self.config.status_interval_seconds:
+                snapshot = self._safe_snapshot(torrent)
+                if snapshot is not None and self._record(snapshot, None):
+                    torrent.last_record = now
+
+    def _safe_snapshot(self, torrent: Torrent) -> dict[str, Any] | None:
+        try:
+            return torrent.snapshot()
+        except Exception as exc:
+            log.debug("no snapshot of %s: %s", torrent.infohash, exc)
+            return None
+
+    def _record(self, snapshot: dict[str, Any], state: str | None) -> bool:
+        if self.record is None:
+            return False
+        try:
+            self.record(snapshot, state)
+            return True
+        except Exception as exc:
+            log.warning("could not record the state of %s: %s", snapshot.get("infohash"), exc)
+            return False
+
+
+_active: TorrentSession | None = None
+
+
+def set_active_session(session: TorrentSession | None) -> None:
+    global _active
+    _active = session
+
+
+def active_session() -> TorrentSession | None:
+    """The session this process runs (for torrent-side jobs that need peers, e.g. a metadata fetch)."""
+    return _active
+
+
+def fetch_metadata(magnet: str, timeout: float | None = None) -> TorrentMetadata:
+    """`TorrentSession.fetch_metadata` on the running session."""
+    session = active_session()
+    if session is None:
+        raise ServiceUnavailableError("no torrent session runs in this process")
+    return session.fetch_metadata(magnet, timeout)

@@ -1,0 +1,540 @@
+"""The streamer end to end against real parts: the local runtime's emulator (sources, S3, records), Debian's
+opentracker, aria2c seeders of generated media files, and a Streamer (libtorrent session + HTTP server) on
+127.0.0.1 with DHT, LSD, UPnP, NAT-PMP and uTP off."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import http.client
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import torf
+
+from chalicelib import aws
+from chalicelib.clock import utcnow
+from chalicelib.errors import ServiceUnavailableError
+from chalicelib.settings import get_settings
+from chalicelib.sources.gate import GateState
+from chalicelib.sources.store import magnet as store_magnet
+from chalicelib.streams import grants
+from streamer import records
+from streamer.server import Streamer
+from streamer.session import MetadataTimeoutError
+from tests.conftest import ROOT
+from tests.integration.streamer_fixtures import (
+    MIB,
+    Media,
+    add_source,
+    make_media_seeded,
+    make_streamer,
+    movie,
+    stream_platform,
+    streamer_config,
+    streamer_environment,
+    token_for,
+    tracker,
+)
+from tests.integration.tracker_fixtures import free_port, wait_until
+
+__all__ = ["make_media_seeded", "make_streamer", "movie", "stream_platform", "tracker"]
+
+TIMEOUT = 60  # seconds for any one HTTP call in these tests
+
+
+def sha256_of(response: requests.Response) -> tuple[str, int]:
+    digest, size = hashlib.sha256(), 0
+    for chunk in response.iter_content(MIB):
+        digest.update(chunk)
+        size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def stream_url(streamer: Streamer, token: str) -> str:
+    return f"{streamer.url}/stream/{token}"
+
+
+def get_range(url: str, header: str) -> requests.Response:
+    return requests.get(url, headers={"Range": header}, timeout=TIMEOUT)
+
+
+def open_fds() -> set[str]:
+    """What this process's file descriptors point at (socket:[inode], pipe:[...], paths)."""
+    found = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            found.add(f"{fd}->{os.readlink(f'/proc/self/fd/{fd}')}")
+    return found
+
+
+def connections_on(port: int) -> int:
+    """Sockets of this process connected to or from `port` on 127.0.0.1 (listening ones aside)."""
+    ours = {link.split("->")[1] for link in open_fds()}
+    count = 0
+    for line in Path("/proc/self/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, state, inode = fields[1], fields[2], fields[3], fields[9]
+        ports = {int(local.split(":")[1], 16), int(remote.split(":")[1], 16)}
+        if port in ports and state != "0A" and f"socket:[{inode}]" in ours:
+            count += 1
+    return count
+
+
+# -- 1. the whole file --------------------------------------------------------------------------------------------
+
+
+def test_the_whole_file_streams_through_a_signed_url(
+    stream_platform: Callable[..., Any], movie: Media, make_streamer: Callable[..., Streamer]
+) -> None:
+    stream_platform()
+    add_source(movie)  # a magnet naming only the test tracker: the metadata comes from the seeder
+    streamer = make_streamer()
+    url = stream_url(streamer, token_for(movie))
+
+    with requests.get(url, stream=True, timeout=TIMEOUT) as response:
+        assert response.status_code == 200
+        assert response.headers["Content-Length"] == str(movie.size)
+        assert response.headers["Content-Type"] == "video/mp4"
+        assert response.headers["Accept-Ranges"] == "bytes"
+        assert "Content-Range" not in response.headers
+        assert sha256_of(response) == (movie.sha256, movie.size)
+
+    # Three players at once share the torrent (and its cache) and each gets every byte.
+    results: list[tuple[str, int]] = []
+
+    def play() -> None:
+        with requests.get(url, stream=True, timeout=TIMEOUT) as response:
+            results.append(sha256_of(response))
+
+    players = [threading.Thread(target=play) for _ in range(3)]
+    for player in players:
+        player.start()
+    for player in players:
+        player.join(TIMEOUT)
+    assert results == [(movie.sha256, movie.size)] * 3
+    assert len(streamer.session.torrents()) == 1
+
+    status = requests.get(f"{streamer.url}/streams/{token_for(movie)}/status", timeout=TIMEOUT).json()
+    assert status["state"] == "seeding"
+    assert status["file"] == {"index": 0, "path": "sample.mp4", "size": movie.size}
+    assert status["progress"] == 1.0 and status["buffered_bytes"] == movie.size
+    assert status["readers"] == 0 and status["peers"] >= 0
+    wait_until(lambda: (r := records.read(movie.infohash)) is not None and r.progress == 1, 10, "a Storage record")
+    record = records.read(movie.infohash)
+    assert record is not None and record.downloaded_bytes == movie.size and record.name == "sample.mp4"
+
+
+# -- 2. ranges, HEAD, 416 -----------------------------------------------------------------------------------------
+
+
+def test_ranges_return_exactly_the_bytes_asked_for(
+    stream_platform: Callable[..., Any], movie: Media, make_streamer: Callable[..., Streamer]
+) -> None:
+    stream_platform()
+    source = add_source(movie)
+    key = f"torrents/{movie.infohash}.torrent"  # this time from the stored .torrent: no metadata round
+    aws.s3().put_object(Bucket=get_settings().bucket_name, Key=key, Body=movie.torrent.read_bytes())
+    source.torrent_key = key
+    source.save()
+    streamer = make_streamer()
+    url = stream_url(streamer, token_for(movie))
+    size = movie.size
+
+    for start in (0, size // 2, size * 9 // 10, size - 1):  # 0%, 50%, 90%, the last byte
+        stop = min(size, start + 300_000)  # spans a piece boundary (256 KiB pieces)
+        response = get_range(url, f"bytes={start}-{stop - 1}")
+        assert response.status_code == 206, response.text
+        assert response.headers["Content-Range"] == f"bytes {start}-{stop - 1}/{size}"
+        assert response.headers["Content-Length"] == str(stop - start)
+        assert response.content == movie.read(start, stop)
+
+    response = get_range(url, "bytes=-1000")  # the last 1000 bytes
+    assert response.status_code == 206 and response.headers["Content-Range"] == f"bytes {size - 1000}-{size - 1}/{size}"
+    assert response.content == movie.read(size - 1000, size)
+    response = get_range(url, f"bytes={size - 5000}-")  # open-ended
+    assert response.headers["Content-Range"] == f"bytes {size - 5000}-{size - 1}/{size}"
+    assert response.content == movie.read(size - 5000, size)
+    response = get_range(url, f"bytes={size - 10}-{size + 10_000}")  # past the end: cut at the end
+    assert response.status_code == 206 and response.content == movie.read(size - 10, size)
+
+    head = requests.head(url, timeout=TIMEOUT)
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["Content-Length"] == str(size) and head.headers["Accept-Ranges"] == "bytes"
+    assert head.headers["Content-Type"] == "video/mp4"
+    head = requests.head(url, headers={"Range": "bytes=100-199"}, timeout=TIMEOUT)
+    assert head.status_code == 206 and head.content == b""
+    assert head.headers["Content-Range"] == f"bytes 100-199/{size}" and head.headers["Content-Length"] == "100"
+
+    for header in (f"bytes={size}-", f"bytes={size + 100}-{size + 200}", "bytes=-0"):
+        response = get_range(url, header)
+        assert response.status_code == 416, header
+        assert response.headers["Content-Range"] == f"bytes */{size}"
+        assert response.json()["error"]["code"] == "range_not_satisfiable"
+
+    connection = http.client.HTTPConnection("127.0.0.1", streamer.port, timeout=TIMEOUT)  # keep-alive
+    path = url.removeprefix(streamer.url)
+    for start in (size // 3, 10, size - 20):
+        connection.request("GET", path, headers={"Range": f"bytes={start}-{start + 9}"})
+        answer = connection.getresponse()
+        assert answer.status == 206 and answer.read() == movie.read(start, start + 10)
+        assert answer.getheader("Connection", "keep-alive").lower() == "keep-alive"
+    connection.close()
+
+    missing = requests.get(stream_url(streamer, token_for(movie, file_index=7)), timeout=TIMEOUT)
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+
+
+# -- 3. tokens ----------------------------------------------------------------------------------------------------
+
+
+def test_missing_forged_and_expired_tokens_start_nothing(
+    stream_platform: Callable[..., Any], movie: Media, make_streamer: Callable[..., Streamer]
+) -> None:
+    stream_platform()
+    add_source(movie)
+    streamer = make_streamer()
+    base = streamer.url
+    good = token_for(movie)
+    forged = grants.issue(movie.infohash, "tester", key=b"not the streamer's key")
+    expired = token_for(movie, ttl=-1)
+    payload, _, signature = good.partition(".")
+    tampered = f"{payload[:-2]}xx.{signature}"
+
+    cases = [
+        ("GET", "/stream/", 401, "unauthorized"),
+        ("GET", "/stream/not-a-token", 401, "unauthorized"),
+        ("GET", f"/stream/{forged}", 403, "forbidden"),
+        ("GET", f"/stream/{tampered}", 403, "forbidden"),
+        ("GET", f"/stream/{expired}", 403, "forbidden"),
+        ("HEAD", f"/stream/{expired}", 403, None),
+        ("POST", f"/streams/{forged}/start", 403, "forbidden"),
+        ("POST", f"/streams/{expired}/start", 403, "forbidden"),
+        ("POST", "/streams//start", 401, "unauthorized"),
+        ("GET", f"/streams/{forged}/status", 403, "forbidden"),
+        ("GET", f"/streams/{token_for('0' * 40)}/status", 200, None),  # valid, not running: idle
+    ]
+    for method, path, status, code in cases:
+        response = requests.request(method, base + path, timeout=TIMEOUT)
+        assert response.status_code == status, (method, path, response.text)
+        if code is not None:
+            body = response.json()
+            assert body["error"]["code"] == code and body["error"]["message"], (path, body)
+
+    unknown = requests.get(stream_url(streamer, token_for("ab" * 20)), timeout=TIMEOUT)
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "not_found"
+    assert streamer.session.torrents() == []  # none of these started a torrent
+    assert streamer.session.lt.get_torrents() == []
+
+    started = requests.post(f"{base}/streams/{good}/start", timeout=TIMEOUT)
+    assert started.status_code == 202 and started.json()["infohash"] == movie.infohash
+    assert [t.infohash for t in streamer.session.torrents()] == [movie.infohash]
+    health = requests.get(f"{base}/health", timeout=TIMEOUT).json()
+    assert health["status"] == "ok" and health["torrents"] == 1 and health["vpn"]["open"] is True
+
+
+class ClosedGate:
+    """A VPN gate whose tunnel is down."""
+
+    def check(self) -> GateState:
+        return GateState(False, "interface wg0 is down", utcnow())
+
+
+def test_a_closed_vpn_gate_holds_every_stream_back(
+    stream_platform: Callable[..., Any], movie: Media, make_streamer: Callable[..., Streamer]
+) -> None:
+    stream_platform()
+    add_source(movie)
+    streamer = make_streamer(gate=ClosedGate())
+    for method, path in (("GET", "/stream/{}"), ("POST", "/streams/{}/start")):
+        response = requests.request(method, streamer.url + path.format(token_for(movie)), timeout=TIMEOUT)
+        assert response.status_code == 503 and response.headers["Retry-After"]
+        assert "VPN" in response.json()["error"]["message"]
+    with pytest.raises(ServiceUnavailableError):
+        streamer.session.fetch_metadata(movie.magnet, timeout=2)
+    assert streamer.session.torrents() == [] and streamer.session.lt.is_paused()
+    health = requests.get(f"{streamer.url}/health", timeout=TIMEOUT).json()
+    assert health["vpn"] == {"open": False, "reason": "interface wg0 is down"}
+
+
+# -- 4. faults ----------------------------------------------------------------------------------------------------
+
+
+class Player(threading.Thread):
+    """Reads a whole stream in the background, noting how far it got, when, and how it ended."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.digest = hashlib.sha256()
+        self.received = 0
+        self.last_byte_at = time.monotonic()
+        self.error: BaseException | None = None
+        self.ended_at: float | None = None
+        self.headers: dict[str, str] = {}
+
+    def run(self) -> None:
+        try:
+            with requests.get(self.url, stream=True, timeout=TIMEOUT) as response:
+                self.headers = dict(response.headers)
+                for chunk in response.iter_content(64 * 1024):
+                    self.digest.update(chunk)
+                    self.received += len(chunk)
+                    self.last_byte_at = time.monotonic()
+        except Exception as exc:
+            self.error = exc
+        finally:
+            self.ended_at = time.monotonic()
+
+
+def downloaded(streamer: Streamer, media: Media) -> int:
+    torrent = streamer.session.get(media.infohash)
+    return 0 if torrent is None else int(torrent.handle.status(0).total_wanted_done)
+
+
+def test_a_stream_outlives_its_seeder_when_another_starts(
+    stream_platform: Callable[..., Any], make_media_seeded: Callable[..., Media], make_streamer: Callable[..., Streamer]
+) -> None:
+    stream_platform()
+    media = make_media_seeded(24 * MIB, "clip.mkv")
+    add_source(media)
+    stall = 15.0
+    streamer = make_streamer(download_limit=3 * MIB, stall_timeout_seconds=stall)  # slow enough to catch mid-way
+    player = Player(stream_url(streamer, token_for(media)))
+    player.start()
+    wait_until(lambda: downloaded(streamer, media) >= media.size // 4 and player.received, 30, "a quarter downloaded")
+    media.seeders[0].kill()
+    wait_until(lambda: time.monotonic() - player.last_byte_at >= 1.5, 20, "the stream to run dry")
+    assert player.received < media.size and player.ended_at is None
+    media.seed(counted=False)  # a second seeder of the same data (from this thread: it must outlive the test)
+    player.join(60)
+    assert player.error is None, player.error
+    assert player.received == media.size and player.digest.hexdigest() == media.sha256
+    assert player.headers["Content-Type"] == "video/x-matroska"
+    torrent = streamer.session.get(media.infohash)
+    assert torrent is not None and torrent.reader_count == 0
+
+
+def test_a_stream_nobody_seeds_fails_within_the_stall_timeout(
+    stream_platform: Callable[..., Any], make_media_seeded: Callable[..., Media], make_streamer: Callable[..., Streamer]
+) -> None:
+    stream_platform()
+    stall, margin = 4.0, 5.0
+    media = make_media_seeded(16 * MIB, "clip.webm")
+    add_source(media)
+    streamer = make_streamer(download_limit=MIB, stall_timeout_seconds=stall, metadata_timeout_seconds=3)
+    player = Player(stream_url(streamer, token_for(media)))
+    player.start()
+    wait_until(lambda: downloaded(streamer, media) >= 2 * MIB and player.received, 30, "the first megabytes")
+    media.seeders[0].kill()  # and no seeder ever comes back
+    killed_at = time.monotonic()
+    player.join(stall + 30)
+    assert player.ended_at is not None, "the player still waits"
+    assert player.error is not None and player.received < media.size  # a short body is an error, not an end
+    assert player.ended_at - killed_at <= stall + margin
+    wait_until(lambda: streamer.session.get(media.infohash).reader_count == 0, 5, "the reader to be released")  # type: ignore[union-attr]
+
+    # Before the first byte the same stall is a 504, and a magnet nobody answers is one after the metadata timeout.
+    unseeded = make_media_seeded(2 * MIB, "lonely.mp4", seeded=False)
+    source = add_source(unseeded, movie_id=4343)
+    began = time.monotonic()
+    response = requests.get(stream_url(streamer, token_for(unseeded)), timeout=TIMEOUT)
+    assert response.status_code == 504 and response.json()["error"]["code"] == "metadata_timeout"
+    assert 3 <= time.monotonic() - began <= 3 + margin
+    streamer.session.remove(unseeded.infohash)
+    key = f"torrents/{unseeded.infohash}.torrent"
+    aws.s3().put_object(Bucket=get_settings().bucket_name, Key=key, Body=unseeded.torrent.read_bytes())
+    source.torrent_key = key
+    source.save()
+    began = time.monotonic()
+    response = requests.get(stream_url(streamer, token_for(unseeded)), timeout=TIMEOUT)
+    assert response.status_code == 504 and response.json()["error"]["code"] == "stalled"
+    assert stall <= time.monotonic() - began <= stall + margin
+
+
+def abandon(streamer: Streamer, token: str, start: int, keep: int = 64 * 1024) -> None:
+    """Ask for a range, read a little of it, and hang up."""
+    with socket.create_connection(("127.0.0.1", streamer.port or 0), timeout=TIMEOUT) as sock:
+        sock.sendall(f"GET /stream/{token} HTTP/1.1\r\nHost: x\r\nRange: bytes={start}-\r\n\r\n".encode())
+        received = b""
+        while len(received) < keep:
+            chunk = sock.recv(65536)
+            assert chunk, "the server hung up first"
+            received += chunk
+        assert received.startswith(b"HTTP/1.1 206")
+
+
+def test_clients_that_hang_up_mid_stream_leave_nothing_behind(
+    stream_platform: Callable[..., Any], movie: Media, make_streamer: Callable[..., Streamer]
+) -> None:
+    stream_platform()
+    add_source(movie)
+    streamer = make_streamer()
+    port = streamer.port or 0
+    token = token_for(movie)
+    abandon(streamer, token, 0)  # the torrent is added, connection pools are made
+    torrent = streamer.session.get(movie.infohash)
+    assert torrent is not None
+    wait_until(lambda: torrent.reader_count == 0 and connections_on(port) == 0, 10, "the first reader to leave")
+    before = open_fds()
+
+    for i in range(100):
+        abandon(streamer, token, (i * 7919 * 4099) % movie.size)  # all over the file: every one a seek
+
+    def clean() -> bool:
+        return not (torrent.readers or torrent.waiters or torrent.pending or torrent.deadlines)
+
+    wait_until(clean, 10, "every reader and its window to be released")
+    wait_until(lambda: connections_on(port) == 0, 10, "the server to close every connection")
+    # No descriptor per request is left: at most a few opened meanwhile by what runs in the background (a
+    # pooled connection to the emulator, a peer connecting to libtorrent), never ~100.
+    wait_until(lambda: len(open_fds() - before) <= 3, 10, "no growth in open file descriptors")
+    assert requests.get(f"{streamer.url}/health", timeout=TIMEOUT).json()["readers"] == 0
+
+
+def test_the_disk_quota_deletes_the_least_recently_watched_torrent(
+    stream_platform: Callable[..., Any], make_media_seeded: Callable[..., Media], make_streamer: Callable[..., Streamer]
+) -> None:
+    stream_platform()
+    a, b, c = (make_media_seeded(MIB, f"{name}.mp4") for name in "abc")
+    for i, media in enumerate((a, b, c)):
+        add_source(media, movie_id=5000 + i)
+    streamer = make_streamer(disk_quota_bytes=int(2.5 * MIB))
+    folder = streamer.config.download_dir
+
+    def watch(media: Media, stop: int | None = None) -> None:
+        stop = stop or media.size
+        response = get_range(stream_url(streamer, token_for(media)), f"bytes=0-{stop - 1}")
+        assert response.content == media.read(0, stop)
+        torrent = streamer.session.get(media.infohash)
+        wait_until(lambda: torrent is not None and torrent.reader_count == 0, 5, "the reader to leave")
+
+    watch(a)
+    watch(b)
+    wait_until(lambda: (folder / "b.mp4").exists() and (folder / "a.mp4").exists(), 5, "both on disk")
+    time.sleep(0.5)  # a maintenance round or more: 2 MiB is under the quota, nothing goes
+    assert {t.infohash for t in streamer.session.torrents()} == {a.infohash, b.infohash}
+    watch(a, 1000)  # A is watched again: B is now the least recently watched
+    watch(c)  # 3 MiB: above the quota
+    wait_until(lambda: not (folder / "b.mp4").exists(), 10, "B's file to be deleted")
+    assert (folder / "a.mp4").exists() and (folder / "c.mp4").exists()
+    assert streamer.session.get(b.infohash) is None
+    assert not streamer.session.resume_path(b.infohash).exists()
+    record = records.read(b.infohash)
+    assert record is not None and record.state == "deleted"
+    watch(b)  # B can still be played: it comes back from its peers
+
+
+def test_idle_torrents_leave_the_session_and_come_back_from_resume_data(
+    stream_platform: Callable[..., Any], make_media_seeded: Callable[..., Media], make_streamer: Callable[..., Streamer]
+) -> None:
+    stream_platform()
+    media = make_media_seeded(4 * MIB, "short.mp4")
+    add_source(media)
+    streamer = make_streamer(idle_eviction_minutes=0.02)  # 1.2 s
+    url = stream_url(streamer, token_for(media))
+    assert requests.get(url, timeout=TIMEOUT).content == media.read(0, media.size)
+    wait_until(lambda: streamer.session.torrents() == [], 10, "the idle torrent to leave the session")
+    assert streamer.session.resume_path(media.infohash).exists()
+    assert (streamer.config.download_dir / "short.mp4").stat().st_size == media.size  # its file is kept
+    media.stop_seeders()  # no peer: what plays now must come from the disk
+    assert requests.get(url, timeout=TIMEOUT).content == media.read(0, media.size)
+    torrent = streamer.session.get(media.infohash)
+    assert torrent is not None and torrent.handle.status().total_payload_download == 0
+
+
+# -- 5. the metadata fetch ----------------------------------------------------------------------------------------
+
+
+def test_the_metadata_fetch_resolves_a_magnet_from_the_seeder(
+    stream_platform: Callable[..., Any], movie: Media, make_streamer: Callable[..., Streamer]
+) -> None:
+    stream_platform()
+    streamer = make_streamer()
+    fetched = streamer.session.fetch_metadata(movie.magnet, timeout=20)
+
+    assert fetched.infohash == movie.infohash and fetched.name == "sample.mp4"
+    assert fetched.files == [{"path": "sample.mp4", "size": movie.size}]
+    parsed = torf.Torrent.read_stream(io.BytesIO(fetched.torrent))  # read by another library
+    original = torf.Torrent.read(movie.torrent)
+    assert str(parsed.infohash).lower() == movie.infohash
+    assert parsed.metainfo["info"] == original.metainfo["info"]
+    assert [str(f) for f in parsed.files] == ["sample.mp4"] and parsed.size == movie.size
+    assert parsed.trackers == [[movie.tracker.announce_url]]
+    assert streamer.session.torrents() == [] and streamer.session.lt.get_torrents() == []
+    on_disk = streamer.config.download_dir / "sample.mp4"
+    assert not on_disk.exists() or on_disk.stat().st_blocks == 0  # no payload was downloaded
+
+    nobody = store_magnet("cd" * 20, "nothing.mp4", [movie.tracker.announce_url])
+    began = time.monotonic()
+    with pytest.raises(MetadataTimeoutError):
+        streamer.session.fetch_metadata(nobody, timeout=2)
+    assert time.monotonic() - began < 2 + 5
+    assert streamer.session.torrents() == []
+
+
+# -- 6. graceful stop and resume ----------------------------------------------------------------------------------
+
+
+def test_a_graceful_stop_keeps_what_was_downloaded(
+    stream_platform: Callable[..., Any], movie: Media, make_streamer: Callable[..., Streamer], tmp_path: Path
+) -> None:
+    from chalicelib.jobs.queues import get_queue
+
+    stream_platform(get_queue("torrent"), run_pollers=False)  # the subprocess polls the torrent queue itself
+    add_source(movie)
+    folder = tmp_path / "torrents"
+    port = free_port()
+    config = streamer_config(folder, port=port)
+    env = {**os.environ, **streamer_environment(config), "PYTHONUNBUFFERED": "1"}
+    log = tmp_path / "streamer.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "streamer"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        base = f"http://127.0.0.1:{port}"
+
+        def healthy() -> bool:
+            assert process.poll() is None, log.read_text()
+            try:
+                return requests.get(f"{base}/health", timeout=2).status_code == 200
+            except requests.ConnectionError:
+                return False
+
+        wait_until(healthy, 60, "python -m streamer to serve")
+        with requests.get(f"{base}/stream/{token_for(movie)}", stream=True, timeout=TIMEOUT) as response:
+            assert sha256_of(response) == (movie.sha256, movie.size)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0, log.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert "torrent worker on" in log.read_text()
+    assert (folder / ".resume" / f"{movie.infohash}.fastresume").exists()
+
+    streamer = make_streamer(folder)  # the same folder: the torrent is back, from its resume data
+    torrent = streamer.session.get(movie.infohash)
+    assert torrent is not None
+    url = stream_url(streamer, token_for(movie))
+    with requests.get(url, stream=True, timeout=TIMEOUT) as response:
+        assert sha256_of(response) == (movie.sha256, movie.size)
+    status = torrent.handle.status()
+    assert status.is_seeding and status.total_payload_download == 0  # nothing downloaded twice
+
+    streamer.drain()  # what SIGTERM does first: new requests get 503
+    refused = requests.get(url, timeout=TIMEOUT)
+    assert refused.status_code == 503 and refused.json()["error"]["code"] == "unavailable"
+    assert requests.get(f"{streamer.url}/health", timeout=TIMEOUT).status_code == 503
