@@ -16,7 +16,7 @@ from chalicelib.jobs.consumer import consume
 from chalicelib.jobs.dispatch import dispatch
 from chalicelib.jobs.envelope import Envelope
 from chalicelib.jobs.queues import get_queue
-from chalicelib.sources import health  # noqa: F401  (registers the torrent-side jobs)
+from chalicelib.sources import health, metadata  # noqa: F401  (register the torrent-side jobs)
 from streamer.vpn import VpnGate
 
 

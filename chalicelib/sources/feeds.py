@@ -25,7 +25,7 @@ from chalicelib.jobs.retry import Retry
 from chalicelib.models.catalog import CatalogItem, ExternalId, Movie, SearchEntry, Show
 from chalicelib.models.sources import Feed
 from chalicelib.secrets import decrypt, encrypt, mask
-from chalicelib.sources import store
+from chalicelib.sources import metadata, store
 from chalicelib.upstreams import torznab
 from chalicelib.upstreams.http import JsonApi
 
@@ -184,6 +184,7 @@ def found(item: torznab.Item) -> store.Found | None:
 
 def ingest(items: list[torznab.Item], via: str, now: datetime) -> dict[str, int]:
     counts = {"items": len(items), "matched": 0, "new_sources": 0}
+    alive: list[str] = []
     for item in items:
         target = match(item)
         release = found(item)
@@ -192,8 +193,11 @@ def ingest(items: list[torznab.Item], via: str, now: datetime) -> dict[str, int]
         counts["matched"] += 1
         kind, ident = target
         owner = store.owner_key(ident) if kind == "movie" else store.episode_key(*ident)
-        _, created = store.upsert_owned(owner, release, via, now)
+        source, created = store.upsert_owned(owner, release, via, now)
         counts["new_sources"] += created
+        if created and source.seeders:
+            alive.append(source.infohash)
+    metadata.request(alive)  # their .torrent and files, from their peers
     return counts
 
 

@@ -24,7 +24,7 @@ from chalicelib.models.base import update_if
 from chalicelib.models.catalog import NEW, OTHERS, POPULAR, POPULAR_FROM, SOURCE_SEARCH, CatalogItem, Movie, iso
 from chalicelib.observability import logger
 from chalicelib.settings import get_settings
-from chalicelib.sources import feeds, store
+from chalicelib.sources import feeds, metadata, store
 from chalicelib.upstreams import yts
 
 HIT_AGAIN = timedelta(hours=24)
@@ -111,12 +111,17 @@ def search_movie_now(movie_id: int, now: datetime | None = None) -> dict[str, An
         _set_due(movie, _tier(movie), now + NO_IMDB_AGAIN)
         return {"movie_id": movie_id, "outcome": "no IMDb id yet"}
     found = 0
-    new = 0
+    new: list[str] = []
+    alive: list[str] = []
     for yts_movie in yts.get_yts().movies_by_imdb(movie.imdb_id):
         for torrent in yts_movie.torrents:
-            _, created = store.upsert(movie_id, _found(yts_movie, torrent), "yts", now)
+            source, created = store.upsert(movie_id, _found(yts_movie, torrent), "yts", now)
             found += 1
-            new += created
+            if created:
+                new.append(source.infohash)
+                if source.seeders:
+                    alive.append(source.infohash)
+    metadata.request(alive)  # alive by the index's word: their .torrent and files, from their peers
     try:
         found += feeds.search_feeds_for_movie(movie, now)
     except UpstreamError as exc:  # a feed's trouble is its own: YTS's finds stand
@@ -124,7 +129,7 @@ def search_movie_now(movie_id: int, now: datetime | None = None) -> dict[str, An
     again = now + (HIT_AGAIN if found else timedelta(seconds=random.uniform(*MISS_AGAIN)))
     movie.update(actions=[Movie.sources_searched_at.set(now), Movie.sources_found.set(found)])
     _set_due(movie, _tier(movie), again)
-    return {"movie_id": movie_id, "found": found, "new": new, "next_search": again.isoformat()}
+    return {"movie_id": movie_id, "found": found, "new": len(new), "next_search": again.isoformat()}
 
 
 @job("sources.search_movie", queue="sources", retry=SEARCH_RETRY, unique=UniqueFor(hours=1, key="{movie_id}"))

@@ -26,7 +26,9 @@ import torf
 from chalicelib import aws
 from chalicelib.clock import utcnow
 from chalicelib.errors import ServiceUnavailableError
-from chalicelib.settings import get_settings
+from chalicelib.jobs import enqueue
+from chalicelib.jobs.registry import JobContext
+from chalicelib.settings import get_settings, reset_settings
 from chalicelib.sources.gate import GateState
 from chalicelib.sources.store import magnet as store_magnet
 from chalicelib.streams import grants
@@ -34,6 +36,7 @@ from streamer import records
 from streamer.server import Streamer
 from streamer.session import MetadataTimeoutError
 from tests.conftest import ROOT
+from tests.integration.platform_fixtures import fast
 from tests.integration.streamer_fixtures import (
     MIB,
     Media,
@@ -66,6 +69,19 @@ def stream_url(streamer: Streamer, token: str) -> str:
     return f"{streamer.url}/stream/{token}"
 
 
+def post_streams(api: Callable[..., tuple[int, Any]], streamer: Streamer, media: Media) -> dict[str, Any]:
+    """POST /streams on the real app (Chalice's test client) with STREAMER_URL on `streamer`: the API's answer."""
+    os.environ["STREAMER_URL"] = streamer.url
+    os.environ.pop("STREAMER_PUBLIC_URL", None)
+    reset_settings()
+    get_settings()  # read now: Chalice's test client sets the config file's STAGE=dev during its requests
+    status, body = api("POST", "/streams", {"source_id": media.infohash})
+    assert status == 201, body
+    assert body["source"]["infohash"] == media.infohash
+    assert body["stream_url"].startswith(f"{streamer.url}/stream/")
+    return body
+
+
 def get_range(url: str, header: str) -> requests.Response:
     return requests.get(url, headers={"Range": header}, timeout=TIMEOUT)
 
@@ -96,12 +112,17 @@ def connections_on(port: int) -> int:
 
 
 def test_the_whole_file_streams_through_a_signed_url(
-    stream_platform: Callable[..., Any], movie: Media, make_streamer: Callable[..., Streamer]
+    stream_platform: Callable[..., Any],
+    movie: Media,
+    make_streamer: Callable[..., Streamer],
+    api: Callable[..., tuple[int, Any]],
 ) -> None:
     stream_platform()
     add_source(movie)  # a magnet naming only the test tracker: the metadata comes from the seeder
     streamer = make_streamer()
-    url = stream_url(streamer, token_for(movie))
+    answer = post_streams(api, streamer, movie)  # the API grants it and has the streamer start it
+    assert [t.infohash for t in streamer.session.torrents()] == [movie.infohash]
+    url = answer["stream_url"]
 
     with requests.get(url, stream=True, timeout=TIMEOUT) as response:
         assert response.status_code == 200
@@ -126,7 +147,7 @@ def test_the_whole_file_streams_through_a_signed_url(
     assert results == [(movie.sha256, movie.size)] * 3
     assert len(streamer.session.torrents()) == 1
 
-    status = requests.get(f"{streamer.url}/streams/{token_for(movie)}/status", timeout=TIMEOUT).json()
+    status = requests.get(answer["status_url"], timeout=TIMEOUT).json()
     assert status["state"] == "seeding"
     assert status["file"] == {"index": 0, "path": "sample.mp4", "size": movie.size}
     assert status["progress"] == 1.0 and status["buffered_bytes"] == movie.size
@@ -140,7 +161,10 @@ def test_the_whole_file_streams_through_a_signed_url(
 
 
 def test_ranges_return_exactly_the_bytes_asked_for(
-    stream_platform: Callable[..., Any], movie: Media, make_streamer: Callable[..., Streamer]
+    stream_platform: Callable[..., Any],
+    movie: Media,
+    make_streamer: Callable[..., Streamer],
+    api: Callable[..., tuple[int, Any]],
 ) -> None:
     stream_platform()
     source = add_source(movie)
@@ -149,7 +173,7 @@ def test_ranges_return_exactly_the_bytes_asked_for(
     source.torrent_key = key
     source.save()
     streamer = make_streamer()
-    url = stream_url(streamer, token_for(movie))
+    url = post_streams(api, streamer, movie)["stream_url"]
     size = movie.size
 
     for start in (0, size // 2, size * 9 // 10, size - 1):  # 0%, 50%, 90%, the last byte
@@ -482,6 +506,42 @@ def test_the_metadata_fetch_resolves_a_magnet_from_the_seeder(
         streamer.session.fetch_metadata(nobody, timeout=2)
     assert time.monotonic() - began < 2 + 5
     assert streamer.session.torrents() == []
+
+
+def test_the_metadata_job_stores_the_torrent_in_s3_and_records_files(
+    stream_platform: Callable[..., Any], movie: Media, make_streamer: Callable[..., Streamer]
+) -> None:
+    from chalicelib.models.sources import Source
+    from chalicelib.sources import metadata
+
+    # The torrent queue polled in this process by the streamer's worker (behind its VPN gate), as in the container.
+    stream_platform(fast("torrent", handler_timeout=120, visibility_timeout=720, consumer="streamer"))
+    streamer = make_streamer()  # the session the job resolves the magnet through
+    add_source(movie)
+    assert metadata.request([movie.infohash, movie.infohash]) == 1
+    assert metadata.request([movie.infohash]) == 0  # unique per info-hash while queued or running
+
+    def stored() -> bool:
+        return Source.get(*Source.key(movie.infohash), consistent_read=True).torrent_key is not None
+
+    wait_until(stored, 60, "the metadata job to store the .torrent")
+    source = Source.get(*Source.key(movie.infohash), consistent_read=True)
+    assert source.torrent_key == f"torrents/{movie.infohash}.torrent"
+    assert source.files == [{"path": "sample.mp4", "size": movie.size}]
+    assert source.size_bytes == movie.size  # the index did not say: the metadata did
+    body = aws.s3().get_object(Bucket=get_settings().bucket_name, Key=source.torrent_key)["Body"].read()
+    parsed = torf.Torrent.read_stream(io.BytesIO(body))
+    assert str(parsed.infohash).lower() == movie.infohash
+    assert parsed.metainfo["info"] == torf.Torrent.read(movie.torrent).metainfo["info"]
+    assert streamer.session.torrents() == []  # the fetch left nothing behind in the session
+
+    # Run again (a redelivery): nothing is fetched or written twice.
+    version = source.version
+    again = metadata.fetch_metadata(
+        JobContext(envelope=enqueue.build(metadata.JOB, {"infohash": movie.infohash})), infohash=movie.infohash
+    )
+    assert again["outcome"] == "already known"
+    assert Source.get(*Source.key(movie.infohash), consistent_read=True).version == version
 
 
 # -- 6. graceful stop and resume ----------------------------------------------------------------------------------
