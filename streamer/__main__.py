@@ -67,8 +67,11 @@ def main() -> int:
         f"torrent worker {'on' if poller else 'off'}). SIGTERM stops it gracefully, twice at once.",
         flush=True,
     )
+    parent = int(os.environ.get("STREAMER_PARENT_PID") or 0)  # set by `make run`, which starts it as a child
     while not stop.wait(0.5):
-        pass
+        if parent and os.getppid() != parent:
+            log.warning("the process that started this streamer is gone: stopping")
+            break
     log.info("stopping: no new streams; the torrent jobs in flight finish; resume data is saved")
     streamer.drain()
     if poller is not None:

@@ -24,6 +24,12 @@ def parse_args(argv: list[str]) -> RuntimeOptions:
         default=int(env.get("SAMPLE_TMDB_PORT", "8002")),
         help="where the sample TMDB listens when neither TMDB_TOKEN nor TMDB_API_KEY is set",
     )
+    parser.add_argument(
+        "--streamer-port",
+        type=int,
+        default=int(env.get("STREAMER_PORT", "8003")),
+        help="where the streamer (python -m streamer) serves streams; -1: do not start one",
+    )
     parser.add_argument("--data-dir", type=Path, default=Path(env.get("DATA_DIR", ROOT / ".data")))
     parser.add_argument("--stage", default=env.get("STAGE", "dev"))
     parser.add_argument(
@@ -37,6 +43,7 @@ def parse_args(argv: list[str]) -> RuntimeOptions:
         port=args.port,
         emulator_port=args.emulator_port,
         sample_tmdb_port=args.sample_tmdb_port,
+        streamer_port=None if args.streamer_port < 0 else args.streamer_port,
         data_dir=args.data_dir,
         stage=args.stage,
         external_endpoint=args.aws_endpoint,

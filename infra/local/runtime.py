@@ -12,8 +12,13 @@ import importlib
 import json
 import logging
 import os
+import socket
+import subprocess
 import sys
+import tempfile
 import threading
+import time
+import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -58,6 +63,10 @@ class RuntimeOptions:
     sample_tmdb_port: int | None = None
     # Poll the torrent queue with the streamer's worker (behind its VPN gate), as the container would.
     torrent_worker: bool = True
+    # Run the streamer (`python -m streamer`: libtorrent session, stream server, and the torrent queue's worker
+    # in place of the one above) as a child process on this port; None: no streamer. `make run`: 8003. With
+    # the samples on, it also seeds a generated sample video that the sample YTS lists for Big Buck Bunny.
+    streamer_port: int | None = None
     # Extra handlers by queue name, for queues no Chalice consumer reads (e.g. the streamer's).
     extra_handlers: dict[str, Any] = field(default_factory=dict)
     # Builds the Chalice app to run, called once the environment is set (as Lambda imports app.py after
@@ -91,6 +100,9 @@ class LocalRuntime:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._server: Any = None
+        self.streamer: subprocess.Popen[bytes] | None = None
+        self.streamer_url: str | None = None
+        self.sample_media: Any = None  # (video path, info-hash, seeder) when the sample video is seeded
         self._schedule_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="schedule")
 
     # -- start -------------------------------------------------------------------------------------------
@@ -104,6 +116,9 @@ class LocalRuntime:
         settings = get_settings()
         provision(settings, dynamodb=aws.dynamodb(), sqs=aws.sqs(), s3=aws.s3(), queues=opts.queues)
         self._register_sample_feed()
+        if opts.streamer_port is not None:
+            self._start_sample_media()
+            self._start_streamer(opts.streamer_port)
         self.app = (opts.app_factory or load_project_app)()
         if opts.run_pollers:
             self.start_pollers()
@@ -149,6 +164,68 @@ class LocalRuntime:
 
         if not feeds.all_feeds():
             feeds.register("sample indexer", indexer.feed_url("alpha"), indexer.api_key("alpha"))
+
+    def _start_sample_media(self) -> None:
+        """The sample video, its .torrent on the sample tracker, a libtorrent seeder of it on 127.0.0.1, and the
+        sample YTS listing it as Big Buck Bunny's only torrent: the catalog-to-playing-stream flow, with no keys."""
+        yts, tracker = self.samples.get("YTS"), self.samples.get("tracker")
+        if yts is None or tracker is None:
+            return
+        from infra.local import media
+
+        folder = self.options.data_dir / "sample-media" if self.options.data_dir else Path(tempfile.mkdtemp())
+        video = media.ensure_video(folder)
+        torrent, infohash = media.make_torrent(video, [tracker.url])
+        seeder = media.SampleSeeder(torrent, folder).start()
+        yts.set_torrents(media.SAMPLE_IMDB, [media.sample_torrent_fields(infohash, video.stat().st_size)])
+        self.sample_media = (video, infohash, seeder)
+
+    def _start_streamer(self, port: int) -> None:
+        """`python -m streamer` as a child process on 127.0.0.1 (DHT, LSD, UPnP, NAT-PMP off), on this runtime's
+        emulator; it polls the torrent queue itself. Its torrents are kept in the data folder."""
+        if port == 0:
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                port = probe.getsockname()[1]
+        folder = self.options.data_dir / "torrents" if self.options.data_dir else Path(tempfile.mkdtemp())
+        env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "STREAMER_PARENT_PID": str(os.getpid()),  # it stops if this process dies without stopping it
+            "STREAMER_HOST": "127.0.0.1",
+            "STREAMER_PORT": str(port),
+            "STREAMER_DOWNLOAD_DIR": str(folder),
+            "STREAMER_QUEUE_WAIT_SECONDS": "0",  # the emulator serves one SQS call at a time: no long polls
+            "TORRENT_LISTEN_INTERFACES": "127.0.0.1:0",
+            "TORRENT_ALLOW_MULTIPLE_CONNECTIONS_PER_IP": "true",  # the sample seeder shares 127.0.0.1
+            **{f"TORRENT_{name}": "false" for name in ("DHT", "LSD", "UPNP", "NATPMP")},
+        }
+        # A session of its own: a Ctrl-C on the terminal reaches only this runtime, which then stops the streamer
+        # gracefully (one SIGTERM; a second signal would stop it at once).
+        self.streamer = subprocess.Popen([sys.executable, "-m", "streamer"], cwd=ROOT, env=env, start_new_session=True)
+        self.streamer_url = f"http://127.0.0.1:{port}"
+        os.environ["STREAMER_URL"] = self.streamer_url
+        reset_settings()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.streamer.poll() is not None:
+                raise RuntimeError(f"the streamer exited at start with status {self.streamer.returncode}")
+            try:
+                with urllib.request.urlopen(f"{self.streamer_url}/health", timeout=2):
+                    return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"the streamer did not answer on {self.streamer_url} within 60 s")
+
+    def _stop_streamer(self) -> None:
+        if self.streamer is None or self.streamer.poll() is not None:
+            return
+        self.streamer.terminate()  # graceful: jobs in flight finish, resume data is saved
+        try:
+            self.streamer.wait(30)
+        except subprocess.TimeoutExpired:
+            self.streamer.kill()
+            self.streamer.wait()
 
     def _local_key(self, name: str) -> str:
         """A key made once and kept with the data (in memory without a data folder), so a restart can still
@@ -207,7 +284,8 @@ class LocalRuntime:
         }
         settings = get_settings()
         extra = dict(self.options.extra_handlers)
-        if self.options.torrent_worker and "torrent" not in extra:  # the streamer's worker, in this process
+        in_process = self.options.torrent_worker and self.options.streamer_port is None  # else the streamer polls
+        if in_process and "torrent" not in extra:  # the streamer's worker, in this process
             from streamer.worker import torrent_handler
 
             extra["torrent"] = torrent_handler()
@@ -247,6 +325,7 @@ class LocalRuntime:
             f"  AWS emulator  {self.emulator_url}  (DynamoDB, SQS, S3; moto)",
             f"  AWS endpoint  {settings.aws_endpoint_url}" if opts.external_endpoint else "",
             *self._upstream_lines(settings),
+            *self._streamer_lines(),
             f"  data          {opts.data_dir or '(in memory only)'}",
             f"  stage         {settings.stage}   scheduler {'on' if settings.enable_scheduler else 'off'}",
             f"  queues        {', '.join(p.spec.name for p in self.pollers) or '(none polled)'}",
@@ -276,6 +355,18 @@ class LocalRuntime:
             lines.append(f"  Torznab       {self.samples['Torznab'].url}  (a sample indexer, registered as a feed)")
         return lines
 
+    def _streamer_lines(self) -> list[str]:
+        if self.streamer_url is None:
+            return []
+        lines = [f"  streamer      {self.streamer_url}  (python -m streamer; POST /streams plays through it)"]
+        if self.sample_media is not None:
+            video = self.sample_media[0]
+            lines.append(
+                f"  sample video  {video.name} seeded on 127.0.0.1, listed by the sample YTS for Big Buck Bunny:"
+                f' POST /streams {{"movie_id": 10378}} once its sources are found'
+            )
+        return lines
+
     def request_stop(self) -> None:
         self._stop.set()
 
@@ -290,6 +381,9 @@ class LocalRuntime:
         for poller in self.pollers:
             poller.stop(wait=True)
         self._schedule_pool.shutdown(wait=True)
+        self._stop_streamer()
+        if self.sample_media is not None:
+            self.sample_media[2].stop()
         if self._server is not None:
             self._server.shutdown()
             self._server.server.server_close()

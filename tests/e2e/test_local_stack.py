@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,8 @@ pytestmark = pytest.mark.e2e
 
 def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "STAGE", "PYTEST", "TMDB_"))}
-    env["SAMPLE_TMDB_PORT"] = str(free_port())  # never the default one, which a `make run` may hold
+    env["SAMPLE_TMDB_PORT"] = str(free_port())  # never the default ones, which a `make run` may hold
+    env["STREAMER_PORT"] = str(free_port())
     env.update(extra)
     return env
 
@@ -150,3 +152,70 @@ def test_make_run_on_a_fresh_checkout_serves_health_within_60_seconds(tmp_path: 
     assert "stopped; state saved" in proc.output()
     assert (checkout / ".data" / "emulator.pickle").is_file()
     print(f"make run served /health in {seconds:.1f}s")
+
+
+def call(method: str, url: str, body: Any = None) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"null")
+
+
+def test_make_run_plays_the_sample_video_from_the_catalog_with_nothing_configured(tmp_path: Path) -> None:
+    port, emulator_port = free_port(), free_port()
+    data = tmp_path / "data"
+    args = [sys.executable, "-m", "infra.local", "--port", str(port), "--emulator-port", str(emulator_port)]
+    args += ["--data-dir", str(data)]
+    env = clean_env()
+    proc = Process(args, ROOT, env, tmp_path / "run.log")
+    api = f"http://127.0.0.1:{port}"
+    big_buck_bunny = 10378
+    try:
+        proc.wait_for_health(api, timeout=90)
+        streamer = f"http://127.0.0.1:{env['STREAMER_PORT']}"
+        assert f"streamer      {streamer}" in proc.output()
+        [video] = (data / "sample-media").glob("*.mp4")
+        expected = video.read_bytes()
+        assert expected[4:8] == b"ftyp" and b"moov" in expected[:4096]  # an MP4 with its index at the front
+
+        def until(what: str, seconds: float, check: Any) -> Any:
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                found = check()
+                if found:
+                    return found
+                time.sleep(0.5)
+            raise AssertionError(f"{what} within {seconds}s; log:\n{proc.output()[-3000:]}")
+
+        # The catalog fills from the sample TMDB; a search finds the sample YTS's torrent of the seeded video,
+        until("Big Buck Bunny in the catalog", 90, lambda: call("GET", f"{api}/movies/{big_buck_bunny}")[0] == 200)
+        status, _ = call("POST", f"{api}/movies/{big_buck_bunny}/sources/search")
+        assert status == 202
+
+        def seeded() -> Any:
+            sources = call("GET", f"{api}/movies/{big_buck_bunny}/sources")[1]["sources"]
+            return next((s for s in sources if s["size_bytes"] == len(expected) and s["files"]), None)
+
+        # whose metadata the streamer's worker resolves from the seeder (files recorded),
+        source = until("the sample's source with its files", 90, seeded)
+        assert source["files"] == [{"path": video.name, "size": len(expected)}]
+        # and POST /streams plays it through the streamer: every byte, and a range.
+        status, answer = call("POST", f"{api}/streams", {"movie_id": big_buck_bunny})
+        assert status == 201, answer
+        assert answer["source"]["infohash"] == source["infohash"]
+        assert answer["stream_url"].startswith(f"{streamer}/stream/")
+        with urllib.request.urlopen(answer["stream_url"], timeout=60) as response:
+            assert response.headers["Content-Type"] == "video/mp4"
+            assert response.read() == expected
+        ranged = urllib.request.Request(answer["stream_url"], headers={"Range": "bytes=1000-1999"})
+        with urllib.request.urlopen(ranged, timeout=60) as response:
+            assert response.status == 206 and response.read() == expected[1000:2000]
+        until("the status to say all of it is here", 15, lambda: call("GET", answer["status_url"])[1]["progress"] == 1)
+    finally:
+        assert proc.interrupt() == 0
+    out = proc.output()
+    assert "stopped; state saved" in out
+    assert list((data / "torrents" / ".resume").glob("*.fastresume"))  # the streamer stopped gracefully
