@@ -11,7 +11,7 @@ INSTALLED := $(VENV)/.installed
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install system-deps run test test-unit lint fmt bench synth deploy reset clean
+.PHONY: help install system-deps run test test-unit lint fmt bench synth deploy admin reset clean
 
 help:
 	@echo "make run      start the local stack (API on http://127.0.0.1:8000, state in .data/)"
@@ -20,6 +20,7 @@ help:
 	@echo "make bench    run the benchmarks in benchmarks/"
 	@echo "make synth    synthesize the CDK stack for STAGE (default dev) into cdk.out/"
 	@echo "make deploy   deploy STAGE (e.g. make deploy STAGE=prod) with the CDK CLI"
+	@echo "make admin    create the first admin account of the local stack (make admin USER=alice)"
 	@echo "make reset    wipe the local runtime's saved state (.data/)"
 
 $(PY):
@@ -72,6 +73,13 @@ synth: install system-deps
 
 deploy: install system-deps
 	npx --yes aws-cdk@2 deploy --app "$(PY) -m infra.cdk.app" -c stage=$(STAGE) --require-approval broadening
+
+# The first admin account of the local stack (`make run` must be running): `make admin USER=alice` asks for
+# the password. For a stage on AWS: STAGE=prod python -m chalicelib.auth.cli create-admin alice (credentials set).
+admin: install
+	@if [ "$(origin USER)" != "command line" ]; then echo "usage: make admin USER=<name>"; exit 2; fi
+	@AWS_ENDPOINT_URL=http://127.0.0.1:$${EMULATOR_PORT:-8001} STAGE=$${STAGE:-dev} AWS_REGION=us-east-1 \
+		AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local $(PY) -m chalicelib.auth.cli create-admin "$(USER)"
 
 reset:
 	rm -rf .data

@@ -7,9 +7,12 @@ from typing import Any
 from chalice import Chalice
 
 from chalicelib.api.admin import bp as admin_bp
+from chalicelib.api.auth import bp as auth_bp
 from chalicelib.api.catalog import bp as catalog_bp
 from chalicelib.api.health import bp as health_bp
 from chalicelib.api.sources import bp as sources_bp
+from chalicelib.auth import guard
+from chalicelib.auth.audit import audit_request
 from chalicelib.catalog import jobs as catalog_jobs  # noqa: F401  (registers the catalog's jobs and tasks)
 from chalicelib.errors import normalize_response, to_response
 from chalicelib.jobs import migrations, tasks  # noqa: F401  (registers the platform's jobs and tasks)
@@ -23,6 +26,7 @@ from chalicelib.streams.api import bp as streams_bp
 app = Chalice(app_name="projectionist")
 app.register_blueprint(health_bp)
 app.register_blueprint(admin_bp)
+app.register_blueprint(auth_bp)
 app.register_blueprint(catalog_bp)
 app.register_blueprint(sources_bp)
 app.register_blueprint(streams_bp)
@@ -38,6 +42,22 @@ def errors_as_json(event: Any, get_response: Any) -> Any:
         if response.status_code >= 500:
             logger.exception("request failed", extra={"path": getattr(event, "path", None)})
         return response
+
+
+@app.middleware("http")
+def guard_requests(event: Any, get_response: Any) -> Any:
+    """Inside the one above: every request passes the guard (sign-in, roles, body size) before its handler, and
+    admin and feed changes are audited with their outcome."""
+    principal = guard.check(event)
+    if principal is None or not guard.audited(event):
+        return get_response(event)
+    try:
+        response = get_response(event)
+    except Exception as exc:
+        audit_request(event, principal, to_response(exc).status_code)
+        raise
+    audit_request(event, principal, response.status_code)
+    return response
 
 
 # One consumer per Lambda-consumed queue, from the queue specs: consume_catalog, consume_sources, ...

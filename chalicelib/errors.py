@@ -62,6 +62,19 @@ class ConflictError(ProjectionistError):
     code = "conflict"
 
 
+class PayloadTooLargeError(ProjectionistError):
+    status_code = 413
+    code = "payload_too_large"
+    permanent = True
+
+
+class TooManyRequestsError(ProjectionistError):
+    """Too many attempts (e.g. failed logins): come back after `retry_after` seconds."""
+
+    status_code = 429
+    code = "too_many_requests"
+
+
 class UpstreamError(ProjectionistError):
     """An outside service (TMDB, a tracker, ...) failed."""
 

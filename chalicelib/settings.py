@@ -44,8 +44,26 @@ class Settings(BaseSettings):
     # reach it (the public URL of the stream server; by default the same).
     streamer_url: str | None = None
     streamer_public_url: str | None = None
-    # The static token that guards /admin until accounts exist; unset, the admin API refuses every call.
+    # The static token that guards /admin until the first admin account exists (then it stops working).
     admin_token: SecretStr | None = None
+    # Accounts (chalicelib/auth/): the HS256 key of access tokens (Secrets Manager on AWS, a key file in the
+    # data folder under make run), token lifetimes, Argon2id parameters (hashes are upgraded on login when
+    # they change), the password policy, and the brute-force limits.
+    jwt_secret: SecretStr | None = None
+    access_token_minutes: int = Field(default=15, ge=1, le=60)
+    refresh_token_days: int = Field(default=30, ge=1, le=365)
+    argon2_time_cost: int = Field(default=3, ge=1, le=20)
+    argon2_memory_kib: int = Field(default=65536, ge=8192, le=1048576)
+    argon2_parallelism: int = Field(default=4, ge=1, le=16)
+    password_min_length: int = Field(default=10, ge=8, le=128)
+    login_max_failures: int = Field(default=5, ge=1, le=100)  # per account within the window: then locked
+    login_max_failures_per_ip: int = Field(default=30, ge=1, le=10000)
+    login_failure_window: int = Field(default=900, ge=10, le=86400)  # seconds
+    login_lockout: int = Field(default=900, ge=1, le=86400)  # seconds
+    # The largest request body the API reads (bytes); larger ones are a 413.
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=6 * 1024 * 1024)
+    # On AWS, secrets at rest are envelope-encrypted under this KMS key; without it, under SECRETS_KEY.
+    secrets_kms_key_id: str | None = None
     # CloudWatch EMF metrics on stdout (the local runtime turns them off: they are noise in a terminal).
     emit_metrics: bool = True
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -108,6 +126,8 @@ class Settings(BaseSettings):
         "tmdb_api_key",
         "secrets_key",
         "stream_signing_key",
+        "jwt_secret",
+        "secrets_kms_key_id",
         "streamer_url",
         "streamer_public_url",
         mode="before",

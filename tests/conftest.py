@@ -22,6 +22,11 @@ os.environ.update(
         "AWS_SESSION_TOKEN": "testing",
         "AWS_REGION": "us-east-1",
         "AWS_DEFAULT_REGION": "us-east-1",
+        # Argon2id at its cheapest for the suite's many sign-ins (the defaults cost ~0.1 s a hash); a test of
+        # the hash upgrade on login changes them.
+        "ARGON2_TIME_COST": "1",
+        "ARGON2_MEMORY_KIB": "8192",
+        "ARGON2_PARALLELISM": "1",
     }
 )
 for _key in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_SQS", "STAGE"):

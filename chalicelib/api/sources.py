@@ -6,7 +6,7 @@ from typing import Any
 
 from chalice import Blueprint, Response
 
-from chalicelib.api.admin import require_admin
+from chalicelib.auth import guard
 from chalicelib.catalog import read
 from chalicelib.errors import NotFoundError, ValidationError, json_response
 from chalicelib.jobs import enqueue
@@ -45,19 +45,19 @@ def search_sources(movie_id: str) -> Response:
     return json_response(202, body)
 
 
-# -- feeds (admin) ----------------------------------------------------------------------------------------
+# -- feeds (each user's own; the system's to admins) ------------------------------------------------------
 
 
 @bp.route("/feeds", methods=["GET"])
 def list_feeds() -> dict[str, Any]:
-    require_admin(bp.current_request)
-    return {"feeds": [feeds.view(f) for f in feeds.all_feeds()]}
+    me = guard.current(bp.current_request)
+    return {"feeds": [feeds.view(f) for f in feeds.all_feeds() if feeds.visible_to(f, me.username, me.is_admin)]}
 
 
 @bp.route("/feeds", methods=["POST"])
 def add_feed() -> Response:
     """Register a Torznab feed: {"name", "url", "api_key"}; its first fetch is sent at once."""
-    require_admin(bp.current_request)
+    me = guard.current(bp.current_request)
     body = bp.current_request.json_body if bp.current_request.raw_body else None
     if not isinstance(body, dict):
         raise ValidationError('the body must be a JSON object: {"name", "url", "api_key"}')
@@ -69,13 +69,13 @@ def add_feed() -> Response:
             raise ValidationError(f"{field} is required (a string)", details={"field": field})
     if body.get("api_key") is not None and not isinstance(body["api_key"], str):
         raise ValidationError("api_key must be a string", details={"field": "api_key"})
-    feed = feeds.register(body["name"], body["url"], body.get("api_key"))
+    feed = feeds.register(body["name"], body["url"], body.get("api_key"), owner=me.username)
     enqueue.enqueue("sources.fetch_feed", {"feed_id": feed.feed_id})
     return json_response(201, feeds.view(feed))
 
 
 @bp.route("/feeds/{feed_id}", methods=["DELETE"])
 def delete_feed(feed_id: str) -> Response:
-    require_admin(bp.current_request)
-    feeds.delete(feed_id)
+    me = guard.current(bp.current_request)
+    feeds.get_for(feed_id, me.username, me.is_admin).delete()
     return Response(body="", status_code=204)

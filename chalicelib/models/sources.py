@@ -95,6 +95,7 @@ class Feed(SourceItem, discriminator="feed"):
     """A Torznab indexer (Prowlarr, Jackett, ...) someone registered; its API key is stored encrypted."""
 
     feed_id = UnicodeAttribute()
+    owner = UnicodeAttribute(null=True)  # the user who registered it; None: the system's (e.g. make run's sample)
     name = UnicodeAttribute()
     url = UnicodeAttribute()
     api_key_encrypted = UnicodeAttribute(null=True)

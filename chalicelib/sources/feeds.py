@@ -39,7 +39,7 @@ QUALITIES = {"480p", "720p", "1080p", "2160p"}
 # -- registry ---------------------------------------------------------------------------------------------
 
 
-def register(name: str, url: str, api_key: str | None, now: datetime | None = None) -> Feed:
+def register(name: str, url: str, api_key: str | None, now: datetime | None = None, owner: str | None = None) -> Feed:
     if not 1 <= len(name) <= 80:
         raise ValidationError("name must be 1..80 characters", details={"field": "name"})
     if not url.startswith(("http://", "https://")) or len(url) > 500:
@@ -50,6 +50,7 @@ def register(name: str, url: str, api_key: str | None, now: datetime | None = No
     feed = Feed(
         *Feed.key(feed_id),
         feed_id=feed_id,
+        owner=owner,
         name=name,
         url=url.rstrip("/"),
         api_key_encrypted=encrypt(api_key) if api_key else None,
@@ -70,6 +71,19 @@ def all_feeds() -> list[Feed]:
     return [f for f in Feed.query("FEEDS") if isinstance(f, Feed)]
 
 
+def visible_to(feed: Feed, username: str, is_admin: bool) -> bool:
+    """A feed is its owner's; the system's own feeds (no owner) are the admins'."""
+    return feed.owner == username if feed.owner is not None else is_admin
+
+
+def get_for(feed_id: str, username: str, is_admin: bool) -> Feed:
+    """`feed_id` if `username` may see it; else the same 404 as a feed that does not exist."""
+    feed = get(feed_id) if 1 <= len(feed_id) <= 64 else None
+    if feed is None or not visible_to(feed, username, is_admin):
+        raise NotFoundError(f"no feed {feed_id!r}")
+    return feed
+
+
 def delete(feed_id: str) -> None:
     get(feed_id).delete()
 
@@ -79,6 +93,7 @@ def view(feed: Feed) -> dict[str, Any]:
     key = decrypt(feed.api_key_encrypted) if feed.api_key_encrypted else None
     return {
         "id": feed.feed_id,
+        "owner": feed.owner,
         "name": feed.name,
         "url": feed.url,
         "api_key": mask(key),

@@ -12,6 +12,7 @@ from typing import Any
 import requests
 from chalice import Blueprint, Response
 
+from chalicelib.auth import guard
 from chalicelib.catalog import read
 from chalicelib.errors import ConflictError, NotFoundError, ServiceUnavailableError, ValidationError, json_response
 from chalicelib.jobs import enqueue
@@ -23,7 +24,6 @@ from chalicelib.streams import grants
 
 bp = Blueprint(__name__)
 CANDIDATES = 5  # of the best ranked, one with known files goes first
-ANONYMOUS = "anonymous"  # until accounts exist
 
 
 def choose(movie_id: int, quality: str | None = None) -> Source:
@@ -88,7 +88,8 @@ def start_stream() -> Response:
             raise ConflictError(f"source {source.infohash} is dead (no seeder on its last checks)")
     else:
         source = choose(read.media_id(str(body["movie_id"])), body.get("quality"))
-    token = grants.issue(source.infohash, ANONYMOUS, body.get("file_index"))
+    user = guard.current(bp.current_request).username  # the grant carries who plays it
+    token = grants.issue(source.infohash, user, body.get("file_index"))
     _warm_up(token)
     settings = get_settings()
     public = (settings.streamer_public_url or settings.streamer_url or "").rstrip("/")

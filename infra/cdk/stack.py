@@ -31,6 +31,7 @@ from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_elasticloadbalancingv2 as elbv2
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_secretsmanager as secretsmanager
@@ -63,6 +64,19 @@ _QUEUE_ACTIONS = [
     "sqs:ChangeMessageVisibility",
     "sqs:GetQueueAttributes",
     "sqs:GetQueueUrl",
+]
+# What the functions do on every table and its indexes (CDK's grant_read_write_data, in one statement).
+_TABLE_ACTIONS = [
+    "dynamodb:BatchGetItem",
+    "dynamodb:BatchWriteItem",
+    "dynamodb:ConditionCheckItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:DescribeTable",
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:Query",
+    "dynamodb:Scan",
+    "dynamodb:UpdateItem",
 ]
 # The function app.py registers to enqueue the pending one-time data migrations; the stack runs it after deploys.
 MIGRATIONS_FUNCTION = "run_migrations"
@@ -146,6 +160,8 @@ _HEALTH_PROBE = (
 )
 # The secrets the API and the streamer share, by environment variable: Secrets Manager generates them.
 SHARED_SECRETS = ("STREAM_SIGNING_KEY", "SECRETS_KEY")
+# The secrets only the API's functions get: the HS256 key of access tokens (the streamer never sees it).
+API_SECRETS = ("JWT_SECRET",)
 # SECRETS_KEY is a Fernet key (32 bytes, urlsafe base64). Secrets Manager cannot append the one "=" of padding,
 # so it generates the 43 base64url characters before it: the app pads the value (`key + "=" * (-len(key) % 4)`).
 _FERNET_KEY_CHARACTERS = 43
@@ -251,6 +267,15 @@ class ProjectionistStack(cdk.Stack):
         self.alarms = {spec.name: self._dlq_alarm(spec) for spec in QUEUES}
 
         self.secrets = self._shared_secrets()
+        self.api_secrets = self._api_secrets()
+        # Secrets at rest (feeds' API keys, ...) are envelope-encrypted under this key (chalicelib/secrets.py).
+        self.secrets_key = kms.Key(
+            self,
+            "SecretsAtRestKey",
+            description=f"Projectionist {self.stage}: envelope encryption of stored secrets",
+            enable_key_rotation=True,
+            removal_policy=self.retention,
+        )
         self.streamer_config = streamer_config(stage)
         self._streamer(source_dir, certificate_arn=certificate_arn)
         self.streamer_url = f"http://{self.load_balancer.load_balancer_dns_name}"
@@ -402,6 +427,19 @@ class ProjectionistStack(cdk.Stack):
             removal_policy=self.retention,
         )
         return {"STREAM_SIGNING_KEY": signing_key, "SECRETS_KEY": secrets_key}
+
+    def _api_secrets(self) -> dict[str, secretsmanager.Secret]:
+        """Generated like the shared ones, for the functions only. Replacing it signs everyone out, nothing more."""
+        jwt_secret = secretsmanager.Secret(
+            self,
+            "JwtSecret",
+            description=f"Projectionist {self.stage}: JWT_SECRET, the HS256 key of access tokens",
+            generate_secret_string=secretsmanager.SecretStringGenerator(
+                password_length=64, exclude_punctuation=True, include_space=False
+            ),
+            removal_policy=self.retention,
+        )
+        return {"JWT_SECRET": jwt_secret}
 
     def _streamer(self, source_dir: Path, *, certificate_arn: str | None) -> None:
         """The streamer on Fargate: a public-subnet VPC (no NAT gateway), the cluster, the service and its ALB.
@@ -605,17 +643,21 @@ class ProjectionistStack(cdk.Stack):
                 iam.ManagedPolicy.from_aws_managed_policy_name("service-role/AWSLambdaBasicExecutionRole")
             ],
         )
-        for table in self.tables.values():
-            table.grant_read_write_data(role)  # the table and its indexes
-        # One statement for every queue and DLQ rather than CDK's per-queue grants, which would overflow the
-        # inline policy's size limit into an extra managed policy. Jobs are enqueued and consumed; stats read
-        # queue attributes; a job may be parked on its DLQ directly.
+        # One statement for every table and its indexes, and one for every queue and DLQ, rather than CDK's
+        # per-table and per-queue grants, which would overflow the inline policy's size limit into an extra
+        # managed policy (that the consumers would then have to wait for too).
+        tables = [table.table_arn for table in self.tables.values()]
+        role.add_to_policy(
+            iam.PolicyStatement(actions=_TABLE_ACTIONS, resources=[*tables, *(f"{arn}/index/*" for arn in tables)])
+        )
+        # Jobs are enqueued and consumed; stats read queue attributes; a job may be parked on its DLQ directly.
         every_queue = [q.queue_arn for q in (*self.queues.values(), *self.dlqs.values())]
         role.add_to_policy(iam.PolicyStatement(actions=_QUEUE_ACTIONS, resources=every_queue))
         role.add_to_policy(
             iam.PolicyStatement(actions=_MESSAGE_MOVE_ACTIONS, resources=[q.queue_arn for q in self.dlqs.values()])
         )
         self.bucket.grant_read_write(role)
+        self.secrets_key.grant(role, "kms:GenerateDataKey", "kms:Decrypt")
         return role
 
     def _chalice_app(self, source_dir: Path) -> Chalice:
@@ -634,9 +676,13 @@ class ProjectionistStack(cdk.Stack):
             "BUCKET_NAME": self.bucket.bucket_name,
             "STREAMER_URL": self.streamer_url,
             "STREAMER_PUBLIC_URL": self.streamer_public_url,
+            "SECRETS_KMS_KEY_ID": self.secrets_key.key_arn,
             # CloudFormation dynamic references ({{resolve:secretsmanager:...}}), resolved at deploy time: the
             # template holds none of the values (a rotated value reaches the functions at the next deploy).
-            **{name: secret.secret_value.unsafe_unwrap() for name, secret in self.secrets.items()},
+            **{
+                name: secret.secret_value.unsafe_unwrap()
+                for name, secret in {**self.secrets, **self.api_secrets}.items()
+            },
         }
         stage_config: dict[str, Any] = {
             "environment_variables": environment,

@@ -257,6 +257,7 @@ class LocalRuntime:
         os.environ.setdefault("ADMIN_TOKEN", "local-admin-token")
         os.environ.setdefault("SECRETS_KEY", self._local_key("secrets.key"))
         os.environ.setdefault("STREAM_SIGNING_KEY", self._local_key("stream-signing.key"))
+        os.environ.setdefault("JWT_SECRET", self._local_key("jwt.key"))
         os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
         os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
         os.environ.setdefault("AWS_REGION", "us-east-1")

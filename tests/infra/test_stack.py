@@ -964,15 +964,16 @@ def test_the_lambdas_reach_the_streamer_through_its_load_balancer(synth: Synth) 
 
 
 def _is_secret_variable(name: str) -> bool:
-    return any(word in name for word in ("KEY", "SECRET", "TOKEN", "PASSWORD"))
+    # (a KMS key's id, e.g. SECRETS_KMS_KEY_ID, names the key; it is not one)
+    return any(word in name for word in ("KEY", "SECRET", "TOKEN", "PASSWORD")) and not name.endswith("_KEY_ID")
 
 
 def test_shared_secrets_are_generated_and_only_referenced(synth: Synth) -> None:
-    from infra.cdk.stack import SHARED_SECRETS
+    from infra.cdk.stack import API_SECRETS, SHARED_SECRETS
 
     # Given the stack's secrets: Secrets Manager generates each one, and the template holds no value
     secrets = synth.of_type("AWS::SecretsManager::Secret")
-    assert len(secrets) == len(SHARED_SECRETS)
+    assert len(secrets) == len(SHARED_SECRETS) + len(API_SECRETS)
     for secret_id, secret in secrets.items():
         assert "GenerateSecretString" in secret["Properties"], secret_id
         assert "SecretString" not in secret["Properties"], secret_id
@@ -985,13 +986,15 @@ def test_shared_secrets_are_generated_and_only_referenced(synth: Synth) -> None:
 
     # Then the streamer gets each shared secret from its own secret, which ECS may read when it starts the task
     referenced = {name: from_secrets[name]["Ref"] for name in SHARED_SECRETS}
-    assert sorted(referenced.values()) == sorted(secrets)
+    assert set(from_secrets) == set(SHARED_SECRETS)  # and none of the API's own (JWT_SECRET)
+    [jwt_secret] = [secret_id for secret_id in secrets if secret_id not in referenced.values()]
+    assert len(set(referenced.values())) == len(SHARED_SECRETS)
     for secret_id in referenced.values():
         assert _allows(execution_statements, "secretsmanager:GetSecretValue", {"Ref": secret_id}), secret_id
     # And every function gets the same secret, as a dynamic reference CloudFormation resolves at deploy time
     for logical_id, fn in synth.of_type("AWS::Serverless::Function").items():
         variables = fn["Properties"]["Environment"]["Variables"]
-        for name, secret_id in referenced.items():
+        for name, secret_id in {**referenced, "JWT_SECRET": jwt_secret}.items():
             assert variables[name] == {
                 "Fn::Join": ["", ["{{resolve:secretsmanager:", {"Ref": secret_id}, ":SecretString:::}}"]]
             }, (logical_id, name)
@@ -1072,3 +1075,24 @@ def test_template_passes_cfn_lint(synth: Synth) -> None:
 
     # Then it finds neither errors nor warnings (none is ignored)
     assert [f"{m.rule.id} {m.message} ({'/'.join(map(str, m.path))})" for m in matches] == []
+
+
+def test_secrets_at_rest_are_envelope_encrypted_under_a_rotating_kms_key_only_the_functions_use(synth: Synth) -> None:
+    # Given the stack's KMS key
+    ((key_id, key),) = synth.of_type("AWS::KMS::Key").items()
+    assert key["Properties"]["EnableKeyRotation"] is True
+    assert key["DeletionPolicy"] == ("Retain" if synth.stage == "prod" else "Delete")
+    # Then every function names it, and their role may make and open data keys under it
+    _, function = synth.function(lambda_queues()[0].consumer_name)
+    role_id = function["Properties"]["Role"]["Fn::GetAtt"][0]
+    statements = _role_statements(synth, role_id)
+    for action in ("kms:GenerateDataKey", "kms:Decrypt"):
+        assert _allows(statements, action, {"Fn::GetAtt": [key_id, "Arn"]}), action
+    for logical_id, fn in synth.of_type("AWS::Serverless::Function").items():
+        variables = fn["Properties"]["Environment"]["Variables"]
+        assert variables["SECRETS_KMS_KEY_ID"] == {"Fn::GetAtt": [key_id, "Arn"]}, logical_id
+    # And the streamer, which stores no secret, neither names it nor may use it
+    streamer = _streamer(synth)
+    assert "SECRETS_KMS_KEY_ID" not in {v["Name"] for v in streamer.container.get("Environment", [])}
+    task_role_id = streamer.task["Properties"]["TaskRoleArn"]["Fn::GetAtt"][0]
+    assert not _allows(_role_statements(synth, task_role_id), "kms:Decrypt", {"Fn::GetAtt": [key_id, "Arn"]})

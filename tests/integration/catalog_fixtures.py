@@ -11,6 +11,7 @@ import pytest
 from chalice.test import Client
 
 import app as app_module
+from chalicelib.settings import get_settings
 from infra.local.runtime import LocalRuntime
 from infra.local.upstreams.tmdb import SampleTMDB
 from tests.integration.platform_fixtures import fast
@@ -39,13 +40,26 @@ def catalog(platform: Callable[..., LocalRuntime], sample_tmdb: SampleTMDB) -> C
     return start
 
 
+VIEWER = "viewer"
+
+
+def signed_in(username: str = VIEWER, role: str = "user") -> dict[str, str]:
+    """An Authorization header of `username` (created with `role` the first time), as a signed-in client sends."""
+    from chalicelib.auth import tokens, users
+
+    get_settings()  # read now: Chalice's test client sets the config file's STAGE=dev during its requests
+    user = users.get(username, consistent=True) or users.create_user(username, "Correct-Horse-Battery-9", role)
+    return {"Authorization": f"Bearer {tokens.issue_access(user)[0]}"}
+
+
 @pytest.fixture
 def api() -> Iterator[Callable[..., tuple[int, Any]]]:
-    """The real app through Chalice's test client: `api("GET", "/movies/1", headers=...)` -> (status, JSON body)."""
+    """The real app through Chalice's test client: `api("GET", "/movies/1", headers=...)` -> (status, JSON body).
+    Without `headers`, as a signed-in user ("viewer", role user); `headers={}` sends none."""
     with Client(app_module.app) as client:
 
         def call(method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
-            kwargs: dict[str, Any] = {"headers": dict(headers or {})}
+            kwargs: dict[str, Any] = {"headers": signed_in() if headers is None else dict(headers)}
             if body is not None:
                 kwargs["body"] = json.dumps(body)
                 kwargs["headers"]["Content-Type"] = "application/json"

@@ -16,6 +16,7 @@ from chalicelib.jobs.queues import get_queue
 from chalicelib.models.catalog import MediaList, Movie
 from infra.local.runtime import LocalRuntime
 from infra.local.upstreams.tmdb import SampleTMDB
+from tests.integration.catalog_fixtures import signed_in
 
 Api = Callable[..., tuple[int, Any]]
 NOTLD, CHARADE, RUNNING_SHOW = 10331, 4808, 207001
@@ -190,15 +191,18 @@ READ_ROUTES = [
 def test_every_read_route_costs_at_most_two_dynamodb_calls(stocked: LocalRuntime, api: Api) -> None:
     assert stocked.emulator is not None
     calls: dict[str, int] = {}
+    headers = signed_in()  # made before counting: only what serving a request costs is counted
     for path in READ_ROUTES:
         read._genres["at"] = 0.0  # measured cold: a movie's genre names cost a Query of their own
         before = stocked.emulator.requests.copy()
-        status, _ = api("GET", path)
+        status, _ = api("GET", path, headers=headers)
         assert status == 200, path
         calls[path] = sum(
             n for (service, _), n in (stocked.emulator.requests - before).items() if service == "DynamoDB"
         )
-    assert {path: n for path, n in calls.items() if not 1 <= n <= 2} == {}, calls
+    # One GetItem is the guard's (the signed-in user, read on every request so a disabled account stops at once);
+    # the data itself costs one or two.
+    assert {path: n for path, n in calls.items() if not 1 <= n - 1 <= 2} == {}, calls
 
 
 def test_search_finds_a_rare_match_behind_hundreds_of_common_ones_most_popular_first(

@@ -66,7 +66,7 @@ def test_the_best_live_source_is_granted_and_the_streamer_warmed_up(streamer: St
     assert body["source"]["infohash"] == best
     token = body["stream_url"].removeprefix("https://watch.example/stream/")
     grant = grants.verify(token)
-    assert (grant.infohash, grant.file_index, grant.user) == (best, None, "anonymous")
+    assert (grant.infohash, grant.file_index, grant.user) == (best, None, "viewer")
     assert body["status_url"] == f"https://watch.example/streams/{token}/status"
     assert body["expires_at"] == grant.expires_at
     assert streamer.started == [f"/streams/{token}/start"]
