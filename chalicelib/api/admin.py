@@ -118,6 +118,8 @@ def get_stats() -> dict[str, Any]:
 
 @bp.route("/admin/jobs/{job_id}", methods=["GET"])
 def get_job(job_id: str) -> dict[str, Any]:
+    if len(job_id) > 128:
+        raise NotFoundError(f"no job {job_id[:40]!r}...")
     require_admin()
     attempts = runs.job_runs(job_id)
     if not attempts:
@@ -127,6 +129,8 @@ def get_job(job_id: str) -> dict[str, Any]:
 
 @bp.route("/admin/batches/{batch_id}", methods=["GET"])
 def get_batch(batch_id: str) -> dict[str, Any]:
+    if len(batch_id) > 128:
+        raise NotFoundError(f"no batch {batch_id[:40]!r}...")
     require_admin()
     return batches.get(batch_id)
 

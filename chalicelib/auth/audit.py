@@ -15,6 +15,7 @@ from typing import Any
 from chalicelib.clock import utcnow
 from chalicelib.errors import ValidationError
 from chalicelib.models.auth import AuditEvent
+from chalicelib.models.base import checked_start_key
 from chalicelib.observability import logger
 
 RETENTION = timedelta(days=90)
@@ -77,10 +78,7 @@ def _decode(cursor: str) -> tuple[str, dict[str, Any] | None]:
     try:
         data = json.loads(base64.urlsafe_b64decode(cursor.encode()))
         day = datetime.fromisoformat(data["d"]).date().isoformat()
-        last = data["k"]
-        if last is not None and not isinstance(last, dict):
-            raise ValueError
-        return day, last
+        return day, checked_start_key(data["k"], {"pk", "sk"})
     except (ValueError, KeyError, TypeError):
         raise ValidationError("cursor is not one this API gave", details={"field": "cursor"}) from None
 
@@ -102,6 +100,8 @@ def listing(
     if since > until:
         return [], None
     day, last = _decode(cursor) if cursor else (until.date().isoformat(), None)
+    if not since.date().isoformat() <= day <= until.date().isoformat():  # a cursor from another range, or forged
+        raise ValidationError("cursor is not one this API returned for this range", details={"field": "cursor"})
     condition = None
     if action:
         condition = AuditEvent.action == action

@@ -16,6 +16,7 @@ from chalicelib.errors import ConflictError, NotFoundError, ValidationError
 from chalicelib.jobs.migrations import Migration, migration
 from chalicelib.jobs.registry import JobContext
 from chalicelib.models.auth import USERS, Marker, User
+from chalicelib.models.base import checked_start_key
 
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{2,31}$")
 ROLES = ("admin", "user")
@@ -116,10 +117,9 @@ def listing(limit: int = 50, cursor: str | None = None) -> tuple[list[dict[str, 
     if cursor:
         try:
             last = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-            if not isinstance(last, dict):
-                raise ValueError
         except ValueError:
             raise ValidationError("cursor is not one this API gave", details={"field": "cursor"}) from None
+    last = checked_start_key(last, {"pk", "sk", "list_pk", "list_sk"})
     query = User.listing.query(USERS, limit=limit, last_evaluated_key=last)
     users = [view(u) for u in query if isinstance(u, User)]
     key = query.last_evaluated_key

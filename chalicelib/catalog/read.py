@@ -56,13 +56,13 @@ def limit(raw: str | None) -> int:
 
 
 def season_number(raw: str) -> int:
-    if not raw.isdigit() or int(raw) > 9999:
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > 9999:
         raise ValidationError("season number must be 0..9999", details={"field": "number"})
     return int(raw)
 
 
 def media_id(raw: str, what: str = "id") -> int:
-    if not raw.isdigit() or not 0 < int(raw) < 2**31:
+    if not (raw.isascii() and raw.isdigit()) or not 0 < int(raw) < 2**31:
         raise ValidationError(f"{what} must be a positive whole number", details={"field": what})
     return int(raw)
 
@@ -335,7 +335,11 @@ def find(q: str | None, lang: str, page_size: int, cursor: str | None) -> dict[s
     """Title search: a Query on the index for the longest word typed (its entries come most popular first),
     then one BatchGetItem for the page. Usually one index page is enough; for a common word whose first
     page has too few matches for the other words typed, up to SEARCH_PAGES pages are read."""
+    if q is not None and len(q) > 200:
+        raise ValidationError("q must be at most 200 characters", details={"field": "q"})
     typed = search.query_words(q or "")
+    if typed and len(typed[0]) > 100:  # no title has such a word, and a key condition must stay under 1 KiB
+        typed[0] = typed[0][:100]
     if not typed or len(typed[0]) < search.MIN_QUERY:
         raise ValidationError(f"q needs a word of at least {search.MIN_QUERY} letters", details={"field": "q"})
     start = _offset(cursor)

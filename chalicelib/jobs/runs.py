@@ -21,7 +21,7 @@ from pynamodb.transactions import TransactWrite
 from chalicelib.clock import utcnow
 from chalicelib.errors import ProjectionistError, ValidationError
 from chalicelib.jobs.envelope import Envelope
-from chalicelib.models.base import connection
+from chalicelib.models.base import checked_start_key, connection
 from chalicelib.models.jobs import JobItem
 
 RUN_RETENTION = timedelta(days=60)
@@ -238,9 +238,12 @@ def list_runs(
     """Runs newest first, filtered by job name, status and start time, a page at a time."""
     now = now or utcnow()
     until = until or now
-    since = since or (until - RUN_RETENTION)
-    if since > until:
+    if since is not None and since > until:
         raise ValidationError("since must be before until")
+    oldest = now - RUN_RETENTION - timedelta(days=1)
+    if until < oldest:
+        return [], None  # before any run that is kept
+    since = since or (until - RUN_RETENTION)
     # No run outlives its retention: the per-day partitions to read stay at most ~60, whatever the range.
     since, until = max(since, now - RUN_RETENTION - timedelta(days=1)), min(until, now + timedelta(days=1))
     if not 1 <= limit <= 500:
@@ -260,7 +263,10 @@ def list_runs(
             day -= timedelta(days=1)
         partitions = [(JobItem.by_gsi2, f"RUNDAY#{d:%Y-%m-%d}", JobItem.gsi2sk) for d in days]
     start_partition = state.get("p", 0)
-    last_key = state.get("k")
+    if not isinstance(start_partition, int) or isinstance(start_partition, bool) or start_partition < 0:
+        raise ValidationError("cursor is not one this API returned", details={"field": "cursor"})
+    names = {"pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk"}
+    last_key = checked_start_key(state.get("k"), names)
     for index in range(start_partition, len(partitions)):
         gsi, partition, sort_key = partitions[index]
         results = gsi.query(

@@ -91,3 +91,20 @@ def update_if(item: Any, actions: list[Any], condition: Any) -> bool:
         if getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException":
             return False
         raise
+
+
+def checked_start_key(value: Any, names: set[str], field: str = "cursor") -> dict[str, Any] | None:
+    """A pagination cursor's DynamoDB start key, checked before it reaches DynamoDB: only the table's and its
+    indexes' key attributes, each a short string. Anything else is the client's doing: a 400, never a 500."""
+    from chalicelib.errors import ValidationError
+
+    if value is None:
+        return None
+    ok = isinstance(value, dict) and 0 < len(value) <= 4 and set(value) <= names
+    if ok:
+        for attribute in value.values():
+            string = attribute.get("S") if isinstance(attribute, dict) and set(attribute) == {"S"} else None
+            ok = ok and isinstance(string, str) and 0 < len(string.encode()) <= 1024
+    if not ok:
+        raise ValidationError("cursor is not one this API returned", details={"field": field})
+    return dict(value)
