@@ -115,6 +115,25 @@ def test_the_banner_says_what_runs_where_and_the_sample_tmdb_fills_the_catalog(t
         assert len(page["items"]) == 5 and page["next_cursor"]
         movie = get_json(f"{api}/movies/{page['items'][0]['id']}?language=fr")
         assert movie["title"] and movie["language"] in ("fr", "en")
+
+        # The first admin, from the CLI `make admin` runs (against this stack's emulator): the static token retires.
+        cli = {**env, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{emulator_port}", "STAGE": "dev",
+               "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "AWS_REGION": "us-east-1"}  # fmt: skip
+        made = subprocess.run(
+            [sys.executable, "-m", "chalicelib.auth.cli", "create-admin", "alice", "--password-stdin"],
+            input="Long-Passphrase-For-Admin-1\n", env=cli, cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert made.returncode == 0 and "admin 'alice' created" in made.stdout, made.stderr
+        weak = subprocess.run(
+            [sys.executable, "-m", "chalicelib.auth.cli", "create-admin", "bob12", "--password-stdin"],
+            input="password123\n", env=cli, cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert weak.returncode == 2 and "too easy to guess" in weak.stderr
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            get_json(f"{api}/lists")
+        assert refused.value.code == 401
+        status, pair = call("POST", f"{api}/auth/login", {"username": "alice", "password": "Long-Passphrase-For-Admin-1"})
+        assert status == 200 and pair["user"]["role"] == "admin"
     finally:
         assert proc.interrupt() == 0
 
