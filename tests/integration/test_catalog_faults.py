@@ -28,6 +28,7 @@ from chalicelib.upstreams import tmdb
 from chalicelib.upstreams.http import TransientUpstreamError
 from infra.local.runtime import LocalRuntime
 from infra.local.upstreams.tmdb import SampleTMDB
+from tests.integration.catalog_fixtures import signed_in
 from tests.integration.platform_fixtures import wait_for
 
 Api = Callable[..., tuple[int, Any]]
@@ -75,9 +76,9 @@ def catalog_queue() -> dict[str, int]:
 
 @pytest.fixture
 def http() -> Iterator[Callable[[str], Any]]:
-    """GET through the real app, keeping the response's headers (the `api` fixture returns only the body)."""
+    """GET through the real app as a signed-in user, keeping the response's headers (`api` returns only the body)."""
     with Client(app_module.app) as client:
-        yield lambda path: client.http.get(path)
+        yield lambda path: client.http.get(path, headers=signed_in())
 
 
 # -- transient faults, once ----------------------------------------------------------------------------------
