@@ -234,10 +234,12 @@ def test_a_lock_whose_holder_died_is_free_once_its_lease_ends(platform: Callable
         pass
 
     platform(fast("catalog"), run_pollers=False)
-    assert locks.acquire("show:9", "a-worker-that-dies", lease=1)  # ... and never renews nor releases
+    lease = 4  # long enough that the first dispatch comes within it even on a loaded machine (a CI run's 1 s did not)
+    assert locks.acquire("show:9", "a-worker-that-dies", lease=lease)  # ... and never renews nor releases
+    ends = time.monotonic() + lease
 
     assert dispatch(enqueue.build("it.after_crash", {"show_id": 9})) == "skipped"
-    time.sleep(1.2)
+    time.sleep(max(0.0, ends - time.monotonic()) + 0.2)
     assert dispatch(enqueue.build("it.after_crash", {"show_id": 9})) == "succeeded"
 
 
