@@ -65,7 +65,10 @@ fmt: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: install
+# The stream benchmark's peers (webtorrent-cli, peerflix) come from the npm registry: npm is installed when missing.
+bench: install system-deps
+	@command -v npm >/dev/null 2>&1 || { echo "==> installing npm"; apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null; }
 	@set -e; for bench in benchmarks/*.py; do echo "==> $$bench"; $(PY) $$bench; done
 
 synth: install system-deps

@@ -12,8 +12,16 @@ ahead of it (the bitrate, estimated as file size / assumed duration, times the r
 minimum number of pieces) get `set_piece_deadline`, spaced by the time one piece plays. The piece a reader
 needs now gets deadline 0 with `alert_when_available`, so libtorrent posts its bytes as a read_piece alert
 the moment it has the piece (or at once if it has it already); bytes are only ever taken from read_piece
-alerts, checked against the piece hash, and kept in a bounded LRU cache shared by every reader. A reader that
-moves (a seek) or leaves gives its old window back: pieces no reader wants any more lose their deadline.
+alerts, checked against the piece hash (libtorrent checked what it downloaded in this session as it came;
+pieces from an earlier session are checked here), and kept in a bounded LRU cache shared by every reader. A
+reader that moves or leaves gives its old window back: pieces no reader wants any more lose their deadline.
+
+Seeks. Meanwhile the rest of the file downloads, so the peers' request queues are full (a libtorrent peer takes
+2000 requests: 32 MiB, 100-200 ms even on loopback) and a peer answers in order. A reader that opens or jumps
+to a piece that is neither here nor asked for therefore holds the torrent (`Torrent._hold`): every deadline is
+taken back, so that libtorrent cancels its outstanding requests when the new window's first deadline is set,
+and every other piece gets priority 0 until the seek's first piece is in; then the rest downloads again. The
+warm-up's start of the file holds the same way (by then the whole file has been asked for).
 
 Housekeeping (the "maintenance" thread): a torrent nobody read for the idle time leaves the session (resume
 data saved, files kept); above the disk quota the least recently watched torrents nobody is reading are
@@ -26,6 +34,7 @@ are added back at start.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import importlib
 import json
@@ -65,6 +74,9 @@ REANNOUNCE_AFTER = 2.0  # a reader waiting this long with no progress makes the 
 REANNOUNCE_EVERY = 5.0
 PREFETCH_BYTES = 8 * 1024 * 1024
 PRIORITY_DEFAULT = 4
+PRIORITY_TOP = 7  # what libtorrent gives a piece with a deadline
+HOLD_MAX = 2.0  # seconds a seek may hold the rest of the download back, at most
+HOLD_GUARD_BYTES = 16 * 1024 * 1024  # after a seek's window, what it keeps wanting while it holds the rest back
 
 
 class StreamerError(ProjectionistError):
@@ -271,13 +283,15 @@ class Reader:
         return self.torrent.piece_at(self.file, position)
 
     def seek(self, position: int) -> None:
-        """Move to `position` (bytes into the file): a new piece moves the window."""
+        """Move to `position` (bytes into the file): a new piece moves the window (a jump out of it is a seek)."""
         self.position = position
         piece = self.torrent.piece_at(self.file, position)
         if piece != self.piece:
+            window = self.torrent.config.window_pieces(self.file.size, self.torrent.piece_length)
+            jump = not self.piece <= piece < self.piece + window
             self.piece = piece
             self.torrent.touch()
-            self.torrent.update_deadlines()
+            self.torrent.update_deadlines(seek=self if jump and not self.passive else None)
 
     def request(self, piece: int) -> Future[bytes]:
         return self.torrent.request_piece(piece)
@@ -315,11 +329,16 @@ class Torrent:
         self.piece_length = 0
         self.num_pieces = 0
         self.have = bytearray()
+        self.verified = bytearray()  # pieces libtorrent hashed as they came in, in this session
         self.readers: set[Reader] = set()
         self.requests = 0  # HTTP requests that wait for this torrent (its metadata) before they read
         self.waiters: dict[int, list[Future[bytes]]] = {}
         self.pending: dict[int, float] = {}  # piece -> when its bytes were asked for
         self.deadlines: dict[int, int] = {}  # pieces given a deadline for the windows
+        self.hold: Reader | None = None  # a seek the rest of the download waits for (see _hold)
+        self.hold_until = 0.0
+        self.held: set[int] = set()  # the pieces a hold still wants
+        self.deferred: set[int] = set()  # pieces readers wait for, asked for once the hold ends
         self.status: Any = None
         self.added_at = time.monotonic()
         self.last_watched = time.time()
@@ -345,6 +364,7 @@ class Torrent:
             self.piece_length = ti.piece_length()
             self.num_pieces = ti.num_pieces()
             self.have = bytearray(self.num_pieces)
+            self.verified = bytearray(self.num_pieces)
             if not self.fetch_only:
                 self._apply_priorities()
         self.metadata.set()
@@ -371,6 +391,7 @@ class Torrent:
         for index in self.wanted_files:
             priorities[index] = PRIORITY_DEFAULT
         self.handle.prioritize_files(priorities)
+        self._end_hold(restore=False)  # file priorities set every piece's priority afresh
 
     def promote(self) -> None:
         """A torrent added to fetch its metadata is now wanted for streaming."""
@@ -413,28 +434,36 @@ class Torrent:
         return piece * self.piece_length - file.offset
 
     # -- readers and windows ---------------------------------------------------------------------------------
-    def open_reader(self, file: FileInfo, position: int = 0, passive: bool = False) -> Reader:
+    def open_reader(self, file: FileInfo, position: int = 0, passive: bool = False, seek: bool | None = None) -> Reader:
+        """A reader of `file` from `position`. `seek` (by default: unless passive): it starts where it wants to
+        read now, so if its piece is neither here nor asked for, the peers are held for it (update_deadlines)."""
         reader = Reader(self, file, position, passive)
         with self.lock:
             if not passive:  # someone is watching: warm-up windows have done their job
                 self.readers = {r for r in self.readers if not r.passive}
+                if self.hold is not None and self.hold.passive:
+                    self.hold = reader  # the warm-up's hold is the player's now (a new piece holds anew below)
             self.readers.add(reader)
         self.touch()
-        self.update_deadlines()
+        self.update_deadlines(seek=reader if (not passive if seek is None else seek) else None)
         return reader
 
     def warm(self, file: FileInfo) -> None:
-        """Get the start of `file` and its last piece (where an MP4 often keeps its index) coming."""
+        """Get the start of `file` and its last piece (where an MP4 often keeps its index) coming: the start as a
+        seek (the peers are held for it: by the time the metadata is in they have been asked for pieces all over
+        the file), the end once the start is in."""
         with self.lock:
             if any(r.file == file for r in self.readers):
                 return
-        self.open_reader(file, 0, passive=True)
+        self.open_reader(file, 0, passive=True, seek=True)
         if file.size > self.piece_length:
             self.open_reader(file, file.size - 1, passive=True)
 
     def release(self, reader: Reader) -> None:
         with self.lock:
             self.readers.discard(reader)
+            if self.hold is reader:
+                self._end_hold()
             for piece in list(self.waiters):
                 live = [f for f in self.waiters[piece] if not f.done()]
                 if live:
@@ -443,6 +472,7 @@ class Torrent:
                     del self.waiters[piece]
             # A piece nobody waits for any more is asked for afresh next time (its deadline may be reset below).
             self.pending = {p: at for p, at in self.pending.items() if p in self.waiters}
+            self.deferred &= set(self.waiters)
         self.touch()
         self.update_deadlines()
 
@@ -473,13 +503,26 @@ class Torrent:
         if not self.fetch_only:
             self.session.touch(self.infohash, self.last_watched)
 
-    def update_deadlines(self) -> None:
-        """Give every piece of the readers' windows a deadline, and take it back from pieces none wants."""
+    def update_deadlines(self, seek: Reader | None = None) -> None:
+        """Give every piece of the readers' windows a deadline, and take it back from pieces none wants.
+
+        `seek`: a reader that just opened or jumped. If its piece is neither here nor asked for, it is a seek, and
+        a seek gets the peers to itself until its first piece is in (`_hold`)."""
         with self.lock:
             if self.removed.is_set() or not self.metadata.is_set() or self.fetch_only:
                 return
+            held = (
+                seek is not None
+                and seek in self.readers
+                and not self.have[seek.piece]
+                and seek.piece not in self.deadlines
+            )
+            if held:
+                assert seek is not None
+                self._hold(seek)
+            readers = self.readers if self.hold is None else {self.hold}
             wanted: dict[int, int] = {}
-            for reader in self.readers:
+            for reader in readers:
                 window = self.config.window_pieces(reader.file.size, self.piece_length)
                 interval = self.config.piece_interval_ms(reader.file.size, self.piece_length)
                 last = min(self.last_piece(reader.file), reader.piece + window - 1)
@@ -495,6 +538,79 @@ class Torrent:
                 if piece not in self.deadlines:
                     self.deadlines[piece] = deadline
                     self.handle.set_piece_deadline(piece, deadline)
+            if held and self.hold is not None:
+                self._hold_priorities(self.hold)
+
+    def _window(self, reader: Reader) -> range:
+        window = self.config.window_pieces(reader.file.size, self.piece_length)
+        return range(reader.piece, min(self.last_piece(reader.file), reader.piece + window - 1) + 1)
+
+    def _hold(self, reader: Reader) -> None:
+        """A seek (under the lock). The peers' request queues are full of pieces for the old position (up to the
+        peer's `reqq`: 2000 blocks, 32 MiB, for libtorrent), and a peer answers in order: the new piece would
+        wait for all of them. libtorrent cancels what it asked its peers for (all but pieces with a deadline)
+        when a torrent's first deadline is set, so every deadline is taken back, and every piece but the seeking
+        reader's window gets priority 0 (`_hold_priorities`) so that nothing fills the queues again before its
+        first piece is in (`_end_hold`, at the latest after HOLD_MAX). Until then only its window has deadlines,
+        and what other readers wait for (their reads are cancelled with the deadlines) is asked for once it is."""
+        self.handle.clear_piece_deadlines()
+        self.deadlines.clear()
+        self.hold = reader
+        self.held = {reader.piece}
+        self.hold_until = time.monotonic() + HOLD_MAX
+
+    def _hold_priorities(self, reader: Reader) -> None:
+        """Every piece but the seeking reader's window and the next ones it misses after it gets priority 0
+        (under the lock; after the window's deadlines, the first of which made libtorrent queue the
+        cancellation). The next ones (HOLD_GUARD_BYTES; the lowest priority: asked for after the window) keep
+        the torrent from being "finished" before the hold ends, at the first of these pieces in: libtorrent would
+        tell its peers it is not interested, and a peer may then choke it for a while (aria2c: ~10 s). With
+        nothing else missing there is nothing to hold back."""
+        window = self._window(reader)
+        first, last = self.piece_at(reader.file, 0), self.last_piece(reader.file)
+        after = [*range(window.stop, last + 1), *range(first, window.start)]
+        guard = [p for p in after if not self.have[p]][: max(4, HOLD_GUARD_BYTES // self.piece_length)]
+        if not guard:
+            return
+        priorities = [0] * self.num_pieces
+        for piece in guard:
+            priorities[piece] = 1
+        for piece in window:
+            priorities[piece] = PRIORITY_TOP
+        self.handle.prioritize_pieces(priorities)
+        self.held = {p for p in (*window, *guard) if not self.have[p]}
+
+    def _end_hold(self, restore: bool = True) -> None:
+        """The seek has its first piece (or gave up; under the lock): the rest of the wanted files downloads
+        again, pieces with a deadline first, and the other readers get their windows and reads back."""
+        if self.hold is None:
+            return
+        self.hold = None
+        self.held = set()
+        if restore:
+            self.handle.prioritize_pieces(self._priorities())
+        deferred, self.deferred = self.deferred, set()
+        for piece in sorted(deferred):
+            if self.waiters.get(piece) and piece not in self.pending:
+                self._ask(piece)
+        self.update_deadlines()
+
+    def _priorities(self) -> list[int]:
+        """Each piece's priority outside a hold: the wanted files', the top one for pieces with a deadline."""
+        priorities = [0] * self.num_pieces
+        for file in self.files:
+            if file.index in self.wanted_files and file.size:
+                first, last = file.offset // self.piece_length, (file.offset + file.size - 1) // self.piece_length
+                priorities[first : last + 1] = [PRIORITY_DEFAULT] * (last - first + 1)
+        for piece in self.deadlines:
+            if not self.have[piece]:
+                priorities[piece] = PRIORITY_TOP
+        return priorities
+
+    def check_hold(self, now: float) -> None:
+        with self.lock:
+            if self.hold is not None and (now >= self.hold_until or any(self.have[p] for p in self.held)):
+                self._end_hold()
 
     # -- pieces ----------------------------------------------------------------------------------------------
     def request_piece(self, piece: int) -> Future[bytes]:
@@ -514,7 +630,10 @@ class Torrent:
         return future
 
     def _ask(self, piece: int) -> None:
-        """Ask libtorrent for the bytes of `piece` (under the lock)."""
+        """Ask libtorrent for the bytes of `piece` (under the lock); during a seek's hold, once it ends."""
+        if self.hold is not None and not self.have[piece] and piece not in self._window(self.hold):
+            self.deferred.add(piece)
+            return
         self.pending[piece] = time.monotonic()
         if self.have[piece]:
             self.handle.read_piece(piece)
@@ -526,15 +645,22 @@ class Torrent:
         with self.lock:
             if piece < len(self.have):
                 self.have[piece] = 1
+                self.verified[piece] = 1  # the alert comes once the piece passed its hash check
             self.deadlines.pop(piece, None)
+            if self.hold is not None and piece in self.held:
+                self._end_hold()
         self.last_progress = time.monotonic()
 
-    def on_read_piece(self, piece: int, data: bytes | None, error: str | None) -> None:
+    def on_read_piece(self, piece: int, data: bytes | None, error: str | None, cancelled: bool = False) -> None:
+        """The bytes of `piece` (or why not). `cancelled`: its deadline was taken back (a seek cleared them all)
+        before it came, so it is asked for again at once (or when the seek that cleared them has its piece)."""
         if data is not None and error is None and self.ti is not None:
             expected = self.ti.piece_size(piece)
             if len(data) != expected:
                 error = f"read {len(data)} bytes of piece {piece}, expected {expected}"
-            elif self.ti.info_hashes().has_v1():
+            elif self.ti.info_hashes().has_v1() and not self.verified[piece]:
+                # What this session downloaded libtorrent hashed as it came (hashing it again costs a third of
+                # the streaming throughput); what was on disk before (resume data is trusted) is hashed here.
                 digest = bytes(self.ti.hash_for_piece(piece))
                 if hashlib.sha1(data).digest() != digest:  # v1 piece hashes are SHA-1
                     error = f"piece {piece} read back does not match its hash"
@@ -543,7 +669,7 @@ class Torrent:
             if error is not None or data is None:
                 if self.waiters.get(piece):
                     log.debug("torrent %s piece %s: %s; asking again", self.infohash, piece, error)
-                    if self.have[piece]:
+                    if self.have[piece] and not cancelled:
                         self.pending[piece] = 0.0  # retry_reads asks again on its next round
                     else:
                         self._ask(piece)  # it is not downloaded yet: the deadline brings it
@@ -586,6 +712,9 @@ class Torrent:
             waiters, self.waiters = self.waiters, {}
             self.readers.clear()
             self.pending.clear()
+            self.deferred.clear()
+            self.hold = None
+            self.held = set()
         for futures in waiters.values():
             for future in futures:
                 _fail(future, error)
@@ -684,6 +813,9 @@ class TorrentSession:
         self.config.resume_dir.mkdir(parents=True, exist_ok=True)
         settings = {**self.config.libtorrent_settings(), "alert_mask": ALERT_MASK}
         settings.setdefault("stop_tracker_timeout", 2)
+        # A torrent whose wanted pieces are all in is "finished", and libtorrent then drops its connections to
+        # seeds. Should a seek's hold (Torrent._hold) make it finished for a moment after all, keep them.
+        settings.setdefault("close_redundant_connections", False)
         self.lt = lt.session(settings)
         self._watched = self._load_index()
         self._stop_alerts.clear()
@@ -974,6 +1106,7 @@ class TorrentSession:
                     session.post_torrent_updates(0)  # the basic status: no piece lists
                     for torrent in self.torrents():
                         torrent.retry_reads(now)
+                        torrent.check_hold(now)
                         self._reannounce_if_stalled(torrent, now)
             except Exception:
                 log.exception("alert loop")
@@ -990,7 +1123,8 @@ class TorrentSession:
             if torrent is not None:
                 failed = alert.error.value() != 0
                 data = None if failed else bytes(alert.buffer)
-                torrent.on_read_piece(alert.piece, data, alert.error.message() if failed else None)
+                cancelled = failed and alert.error.value() == errno.ECANCELED
+                torrent.on_read_piece(alert.piece, data, alert.error.message() if failed else None, cancelled)
         elif kind == "piece_finished_alert":
             torrent = self._torrent_of(alert)
             if torrent is not None:

@@ -132,7 +132,8 @@ def test_the_banner_says_what_runs_where_and_the_sample_tmdb_fills_the_catalog(t
         with pytest.raises(urllib.error.HTTPError) as refused:
             get_json(f"{api}/lists")
         assert refused.value.code == 401
-        status, pair = call("POST", f"{api}/auth/login", {"username": "alice", "password": "Long-Passphrase-For-Admin-1"})
+        login = {"username": "alice", "password": "Long-Passphrase-For-Admin-1"}
+        status, pair = call("POST", f"{api}/auth/login", login)
         assert status == 200 and pair["user"]["role"] == "admin"
     finally:
         assert proc.interrupt() == 0
