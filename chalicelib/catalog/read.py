@@ -109,7 +109,7 @@ def _ints(values: Any) -> list[int]:
 
 
 def _year(value: str | None) -> int | None:
-    return int(value[:4]) if value and value[:4].isdigit() else None
+    return int(value[:4]) if value and value[:4].isascii() and value[:4].isdigit() else None
 
 
 def summary(item: Media, lang: str) -> dict[str, Any]:

@@ -24,7 +24,7 @@ def _dow_to_croniter(field_: str) -> str:
     def day(token: str) -> str:
         if token.upper() in _DOW_NAMES or token == "*":
             return token
-        if not token.isdigit() or not 1 <= int(token) <= 7:
+        if not (token.isascii() and token.isdigit()) or not 1 <= int(token) <= 7:
             raise ScheduleExpressionError(f"day-of-week {token!r} is not 1-7 or SUN-SAT")
         return str(int(token) - 1)
 

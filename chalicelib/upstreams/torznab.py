@@ -67,7 +67,7 @@ def _int(value: str | None) -> int | None:
 
 def _imdb(value: str | None) -> str | None:
     digits = (value or "").strip().lower().removeprefix("tt")
-    return f"tt{int(digits):07d}" if digits.isdigit() and int(digits) > 0 else None
+    return f"tt{int(digits):07d}" if digits.isascii() and digits.isdigit() and int(digits) > 0 else None
 
 
 def infohash_of_magnet(magnet: str | None) -> str | None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 from xml.sax.saxutils import quoteattr
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from chalicelib.errors import ProjectionistError
@@ -37,6 +37,7 @@ attr_names = st.sampled_from(["seeders", "peers", "leechers", "size", "infohash"
         max_size=5,
     )
 )
+@example([("Film 2001 1080p", [("imdbid", "\u00b2"), ("seeders", "\u0663"), ("size", "\u00b9\u00b2")])])  # digits to str
 def test_torznab_items_with_any_attribute_values_parse(items: list[tuple[str, list[tuple[str, str]]]]) -> None:
     xml = ['<rss version="2.0" xmlns:torznab="http://torznab.com/schemas/2015/feed"><channel>']
     for title, attrs in items:

@@ -159,7 +159,7 @@ def _language(query: dict[str, str]) -> tuple[str, str]:
 
 def _paged(query: dict[str, str], items: list[Any], build: Callable[[Any], Any], per_page: int) -> dict[str, Any]:
     raw = query.get("page", "1")
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_PAGE:
         raise TMDBError(22)
     page = int(raw)
     return {

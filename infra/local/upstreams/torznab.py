@@ -121,7 +121,7 @@ def _words(text: str) -> list[str]:
 
 def _number(raw: str, prefix: str = "") -> int:
     digits = raw[len(prefix) :] if prefix and raw.upper().startswith(prefix) else raw
-    if not digits.isdigit():
+    if not (digits.isascii() and digits.isdigit()):
         raise TorznabError(201, raw)
     return int(digits)
 

@@ -128,7 +128,7 @@ def _words(text: str) -> list[str]:
 
 
 def _int(raw: str | None, low: int, high: int, default: int) -> int:
-    return int(raw) if raw and raw.isdigit() and low <= int(raw) <= high else default
+    return int(raw) if raw and raw.isascii() and raw.isdigit() and low <= int(raw) <= high else default
 
 
 class SampleYTS(SampleServer):
