@@ -141,7 +141,8 @@ def _by_title(title: str, year: int | None, media_type: str) -> int | None:
             int(item.tmdb_id): (item.release_date if media_type == "movie" else item.first_air_date)
             for item in model.batch_get([model.key(i) for i in ids])
         }
-        ids = {i for i, d in dated.items() if not d or not (d[:4].isascii() and d[:4].isdigit()) or abs(int(d[:4]) - year) <= 1}
+        years = {i: int(d[:4]) if d and d[:4].isascii() and d[:4].isdigit() else None for i, d in dated.items()}
+        ids = {i for i, y in years.items() if y is None or abs(y - year) <= 1}
     return next(iter(ids)) if len(ids) == 1 else None
 
 

@@ -90,7 +90,7 @@ def _found(movie: yts.Movie, torrent: yts.Torrent) -> store.Found:
         quality=quality,
         codec=torrent.video_codec,
         source_type=torrent.type,
-        bit_depth=int(torrent.bit_depth) if torrent.bit_depth and torrent.bit_depth.isascii() and torrent.bit_depth.isdigit() else None,
+        bit_depth=int(depth) if (depth := torrent.bit_depth or "").isascii() and depth.isdigit() else None,
         audio_channels=torrent.audio_channels or None,
         size_bytes=torrent.size_bytes,
         seeders=torrent.seeds,
