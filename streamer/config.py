@@ -63,6 +63,7 @@ class StreamerConfig(BaseSettings):
     assumed_duration_seconds: float = _env("STREAMER_ASSUMED_DURATION_SECONDS", 2 * 3600.0, gt=0)
     min_window_pieces: int = _env("STREAMER_MIN_WINDOW_PIECES", 4, ge=1)
     max_window_pieces: int = _env("STREAMER_MAX_WINDOW_PIECES", 256, ge=1)
+    sequential: bool = _env("STREAMER_SEQUENTIAL", True)
     stall_timeout_seconds: float = _env("STREAMER_STALL_TIMEOUT_SECONDS", 60.0, gt=0)
     metadata_timeout_seconds: float = _env("STREAMER_METADATA_TIMEOUT_SECONDS", 30.0, gt=0)
     status_interval_seconds: float = _env("STREAMER_STATUS_INTERVAL_SECONDS", 30.0, gt=0)
