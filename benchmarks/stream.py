@@ -3,9 +3,10 @@ webtorrent-cli and peerflix and a plain libtorrent download (the floor), all on 
 measured in the same run. Prints medians of runs and PASS/MISS against the targets; it exits 0 either way.
 
 The swarm: Debian's opentracker and one libtorrent seeder (infra/local/media.py's SampleSeeder, which answers a
-new peer at once) of a generated random file. Everything stays on 127.0.0.1 over TCP; DHT, LSD, UPnP, NAT-PMP
-(and uTP) are off in every client. Each run starts every contender cold: an empty download folder, the torrent
-not yet known. Contenders take turns within a run (the order rotates), so that load from elsewhere hits each alike.
+new peer at once; in a process of its own, as a remote peer would be) of a generated random file. Everything
+stays on 127.0.0.1 over TCP; DHT, LSD, UPnP, NAT-PMP (and uTP) are off in every client. Each run starts every
+contender cold: an empty download folder, the torrent not yet known. Contenders take turns within a run (the
+order rotates), so that load from elsewhere hits each alike.
 
 - Projectionist: the local runtime's API on the emulator (its Source added with a magnet that names only the
   tracker, as a source search stores it) and a Streamer started in this process, a fresh one per run. First byte:
@@ -25,7 +26,7 @@ Seek: a new run; a reader opens the stream at byte 0, reads 4 MiB and then stops
 full: the connection stays open, so the stream is running), and Range requests for 50% and then 90% of the file are
 timed from connecting to the first byte of the body (each reads 4 MiB and closes). For Projectionist the position
 is moved forward to the first piece it has not downloaded or started yet, so that a seek is never served from disk
-(libtorrent fetches pieces in random order, the others in order or on demand).
+(with STREAMER_SEQUENTIAL off libtorrent fetches pieces in random order; the others fetch in order or on demand).
 
 Targets: first byte and seek latency <= 0.5x the better of webtorrent-cli and peerflix; throughput >= 2x the
 better of them and >= 0.8x the plain libtorrent download.
@@ -49,7 +50,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -66,7 +67,6 @@ from chalice.local import ChaliceRequestHandler  # noqa: E402
 
 from chalicelib.observability import logger  # noqa: E402
 from chalicelib.settings import reset_settings  # noqa: E402
-from infra.local.media import SampleSeeder  # noqa: E402
 from infra.local.runtime import LocalRuntime, RuntimeOptions  # noqa: E402
 from streamer.server import Streamer  # noqa: E402
 from tests.integration.streamer_fixtures import MIB, SIGNING_KEY, Media, add_source, random_file, streamer_config  # noqa: E402
@@ -187,6 +187,37 @@ def signed_in(username: str = "bench-viewer") -> dict[str, str]:
 
 # --- the swarm ---------------------------------------------------------------------------------------------------
 
+SEEDER = """
+import sys, time
+from pathlib import Path
+from infra.local.media import SampleSeeder
+seeder = SampleSeeder(Path(sys.argv[1]).read_bytes(), Path(sys.argv[2])).start()
+print(seeder.port, flush=True)
+while True:
+    time.sleep(3600)
+"""
+
+
+@contextlib.contextmanager
+def seeder_process(media: Media) -> Iterator[int]:
+    """SampleSeeder of `media` in a child process (so that nothing this process does to its sockets touches it);
+    yields its port."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", SEEDER, str(media.torrent), str(media.data.parent)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        preexec_fn=_die_with_parent,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if not line.strip():
+            raise RuntimeError("the seeder process did not start")
+        yield int(line)
+    finally:
+        _stop(process)
+
 
 def make_swarm_media(tracker: OpenTracker, workdir: Path, size: int, piece_kib: int) -> Media:
     """A random file of `size` bytes and its private .torrent (torf's piece size unless `piece_kib`)."""
@@ -297,7 +328,7 @@ class ProjectionistRun(Run):
 
     def seek_position(self, fraction: float, media: Media) -> int:
         """`fraction` of the file, or the start of the first piece from there on that is neither downloaded nor
-        being downloaded (libtorrent fetches the rest of the file in random order meanwhile)."""
+        being downloaded (the rest of the file downloads meanwhile, in order or, if so set, in random order)."""
         position = int(media.size * fraction)
         torrent = self.streamer.session.get(media.infohash)
         if torrent is None or torrent.main_file is None:
@@ -703,8 +734,7 @@ def main() -> None:
         tracker = stack.enter_context(start_opentracker(workdir / "tracker"))
         media = make_swarm_media(tracker, workdir / "media", args.size * MIB, args.piece_kib)
         piece = lt.torrent_info(str(media.torrent)).piece_length()
-        seeder = SampleSeeder(media.torrent.read_bytes(), media.data.parent).start()
-        stack.callback(seeder.stop)
+        stack.enter_context(seeder_process(media))
         wait_until(lambda: tracker.counts(media.infohash)[0] >= 1, 30, "the tracker to count the seeder")
         bench = Bench(workdir, media, modules)
         if "projectionist" in contenders:

@@ -82,6 +82,7 @@ HOLD_MAX = 2.0  # seconds a seek may hold the rest of the download back, at most
 HOLD_GUARD_BYTES = 16 * 1024 * 1024  # after a seek's window, what it keeps wanting while it holds the rest back
 SEQUENTIAL_LEAD_BYTES = 16 * 1024 * 1024  # how far past the sequential download's front pieces count as coming
 ESCALATE_AFTER = 1.5  # seconds a read waits on the sequential download before its piece gets a deadline
+READ_STEP_MS = 10  # a read's deadline: this times how many pieces ahead of its reader it is (so: in order)
 
 
 class StreamerError(ProjectionistError):
@@ -299,7 +300,7 @@ class Reader:
             self.torrent.update_deadlines(seek=self if jump and not self.passive else None)
 
     def request(self, piece: int) -> Future[bytes]:
-        return self.torrent.request_piece(piece)
+        return self.torrent.request_piece(piece, lead=piece - self.piece)
 
     def close(self) -> None:
         if not self.closed:
@@ -345,7 +346,7 @@ class Torrent:
         self.deadlines: dict[int, int] = {}  # pieces given a deadline for the windows
         self.hold: Reader | None = None  # a seek the rest of the download waits for (see _hold)
         self.hold_until = 0.0
-        self.held: set[int] = set()  # the pieces a hold still wants
+        self.held: set[int] = set()  # the piece whose arrival ends the hold (the seek's first)
         self.deferred: set[int] = set()  # pieces readers wait for, asked for once the hold ends
         self.status: Any = None
         self.added_at = time.monotonic()
@@ -598,8 +599,9 @@ class Torrent:
         """Every piece but the seeking reader's window and the next ones it misses after it gets priority 0
         (under the lock; after the window's deadlines, the first of which made libtorrent queue the
         cancellation). The next ones (HOLD_GUARD_BYTES; the lowest priority: asked for after the window) keep
-        the torrent from being "finished" before the hold ends, at the first of these pieces in: libtorrent would
-        tell its peers it is not interested, and a peer may then choke it for a while (aria2c: ~10 s). With
+        the torrent from being "finished" before the hold ends (should the rest of the window come first):
+        libtorrent would tell its peers it is not interested, and a peer may then choke it for a while (aria2c:
+        ~10 s). With
         nothing else missing there is nothing to hold back."""
         window = self._window(reader)
         first, last = self.piece_at(reader.file, 0), self.last_piece(reader.file)
@@ -613,7 +615,8 @@ class Torrent:
         for piece in window:
             priorities[piece] = PRIORITY_TOP
         self.handle.prioritize_pieces(priorities)
-        self.held = {p for p in (*window, *guard) if not self.have[p]}
+        # The hold ends with the seek's own piece (self.held), not the first of the window's: one behind it may
+        # come first, and the rest of the download would then compete with the piece the player waits for.
 
     def _end_hold(self, restore: bool = True) -> None:
         """The seek has its first piece (or gave up; under the lock): the rest of the wanted files downloads
@@ -627,7 +630,7 @@ class Torrent:
         deferred, self.deferred = self.deferred, set()
         for piece in sorted(deferred):
             if self.waiters.get(piece) and piece not in self.pending:
-                self._ask(piece)
+                self._ask(piece, lead=piece - min(deferred))
         self.update_deadlines()
 
     def _priorities(self) -> list[int]:
@@ -648,7 +651,7 @@ class Torrent:
                 self._end_hold()
 
     # -- pieces ----------------------------------------------------------------------------------------------
-    def request_piece(self, piece: int) -> Future[bytes]:
+    def request_piece(self, piece: int, lead: int = 0) -> Future[bytes]:
         """The bytes of `piece`, from the cache, or from libtorrent as soon as it has them."""
         future: Future[bytes] = Future()
         data = self.session.cache.get((self.infohash, piece))
@@ -661,11 +664,14 @@ class Torrent:
                 return future
             self.waiters.setdefault(piece, []).append(future)
             if piece not in self.pending:
-                self._ask(piece)
+                self._ask(piece, lead)
         return future
 
-    def _ask(self, piece: int) -> None:
-        """Ask libtorrent for the bytes of `piece` (under the lock); during a seek's hold, once it ends."""
+    def _ask(self, piece: int, lead: int = 0) -> None:
+        """Ask libtorrent for the bytes of `piece` (under the lock); during a seek's hold, once it ends. `lead`:
+        how many pieces ahead of its reader it is. Its deadline grows with it, so that the pieces a reader asks
+        for at once arrive in order (with equal deadlines libtorrent fetches them side by side, and the one the
+        player waits for comes last as often as first)."""
         if self.hold is not None and not self.have[piece] and piece not in self._window(self.hold):
             self.deferred.add(piece)
             return
@@ -674,9 +680,10 @@ class Torrent:
             self.handle.read_piece(piece)
         elif self._coming(piece):  # read when it finishes (on_piece_finished), without a deadline
             self.awaited.add(piece)
-        else:  # deadline 0; libtorrent posts a read_piece alert once it has it (at once if it already has)
-            self.deadlines[piece] = 0
-            self.handle.set_piece_deadline(piece, 0, lt.torrent_handle.alert_when_available)
+        else:  # libtorrent posts a read_piece alert once it has it (at once if it already has)
+            deadline = max(0, lead) * READ_STEP_MS
+            self.deadlines[piece] = deadline
+            self.handle.set_piece_deadline(piece, deadline, lt.torrent_handle.alert_when_available)
 
     def on_piece_finished(self, piece: int) -> None:
         with self.lock:
