@@ -34,8 +34,8 @@ for _key in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AW
 
 
 # Files that take minutes go first, so that the other pytest-xdist worker gets through the rest meanwhile (the
-# scheduler hands out whole files in collection order; last in line, the chaos test alone made a run 4 minutes
-# longer).
+# scheduler hands out whole files in collection order, with --no-loadscope-reorder: by default it puts the files
+# with most tests first, and the chaos test's file, one test, alone made the end of a run 4 minutes longer).
 SLOW_FIRST = ("tests/integration/test_chaos.py",)
 
 

@@ -120,6 +120,8 @@ def test_the_periodic_release_job_runs_a_parked_job_that_is_due(platform: Callab
     wait_for(lambda: statuses(queued.job_id) == ["succeeded"], 20, "the parked job to run")
     assert probe.calls == [queued.job_id]
     assert delays.parked_count() == 0
+    # The released job can finish before the release job has written its own run's end.
+    wait_for(lambda: runs.job_runs(release_id)[0].get("status") == "succeeded", 10, "the release run to end")
     assert runs.job_runs(release_id)[0]["result"] == {"released": 1}
 
 
