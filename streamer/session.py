@@ -346,7 +346,7 @@ class Torrent:
         self.deadlines: dict[int, int] = {}  # pieces given a deadline for the windows
         self.hold: Reader | None = None  # a seek the rest of the download waits for (see _hold)
         self.hold_until = 0.0
-        self.held: set[int] = set()  # the piece whose arrival ends the hold (the seek's first)
+        self.held = -1  # the piece whose arrival ends the hold (the seek's first)
         self.deferred: set[int] = set()  # pieces readers wait for, asked for once the hold ends
         self.status: Any = None
         self.added_at = time.monotonic()
@@ -592,7 +592,7 @@ class Torrent:
         self.deferred |= self.awaited
         self.awaited.clear()
         self.hold = reader
-        self.held = {reader.piece}
+        self.held = reader.piece
         self.hold_until = time.monotonic() + HOLD_MAX
 
     def _hold_priorities(self, reader: Reader) -> None:
@@ -601,8 +601,7 @@ class Torrent:
         cancellation). The next ones (HOLD_GUARD_BYTES; the lowest priority: asked for after the window) keep
         the torrent from being "finished" before the hold ends (should the rest of the window come first):
         libtorrent would tell its peers it is not interested, and a peer may then choke it for a while (aria2c:
-        ~10 s). With
-        nothing else missing there is nothing to hold back."""
+        ~10 s). With nothing else missing there is nothing to hold back."""
         window = self._window(reader)
         first, last = self.piece_at(reader.file, 0), self.last_piece(reader.file)
         after = [*range(window.stop, last + 1), *range(first, window.start)]
@@ -624,13 +623,13 @@ class Torrent:
         if self.hold is None:
             return
         self.hold = None
-        self.held = set()
+        self.held = -1
         if restore:
             self.handle.prioritize_pieces(self._priorities())
-        deferred, self.deferred = self.deferred, set()
-        for piece in sorted(deferred):
+        deferred, self.deferred = sorted(self.deferred), set()
+        for piece in deferred:
             if self.waiters.get(piece) and piece not in self.pending:
-                self._ask(piece, lead=piece - min(deferred))
+                self._ask(piece, lead=piece - deferred[0])
         self.update_deadlines()
 
     def _priorities(self) -> list[int]:
@@ -647,7 +646,7 @@ class Torrent:
 
     def check_hold(self, now: float) -> None:
         with self.lock:
-            if self.hold is not None and (now >= self.hold_until or any(self.have[p] for p in self.held)):
+            if self.hold is not None and (now >= self.hold_until or self.have[self.held]):
                 self._end_hold()
 
     # -- pieces ----------------------------------------------------------------------------------------------
@@ -680,10 +679,13 @@ class Torrent:
             self.handle.read_piece(piece)
         elif self._coming(piece):  # read when it finishes (on_piece_finished), without a deadline
             self.awaited.add(piece)
-        else:  # libtorrent posts a read_piece alert once it has it (at once if it already has)
-            deadline = max(0, lead) * READ_STEP_MS
-            self.deadlines[piece] = deadline
-            self.handle.set_piece_deadline(piece, deadline, lt.torrent_handle.alert_when_available)
+        else:
+            self._read_by(piece, max(0, lead) * READ_STEP_MS)
+
+    def _read_by(self, piece: int, deadline: int) -> None:
+        """A deadline for `piece` (ms from now); libtorrent posts a read_piece alert once it has it."""
+        self.deadlines[piece] = deadline
+        self.handle.set_piece_deadline(piece, deadline, lt.torrent_handle.alert_when_available)
 
     def on_piece_finished(self, piece: int) -> None:
         with self.lock:
@@ -698,7 +700,7 @@ class Torrent:
                 self.awaited.discard(piece)
                 self.pending[piece] = time.monotonic()
                 self.handle.read_piece(piece)
-            if self.hold is not None and piece in self.held:
+            if self.hold is not None and piece == self.held:
                 self._end_hold()
         self.last_progress = time.monotonic()
 
@@ -738,8 +740,7 @@ class Torrent:
                     self.awaited.discard(piece)  # the sequential download is not bringing it: a deadline will
                     if self.waiters.get(piece):
                         self.pending[piece] = now
-                        self.deadlines[piece] = 0
-                        self.handle.set_piece_deadline(piece, 0, lt.torrent_handle.alert_when_available)
+                        self._read_by(piece, 0)
                     else:
                         del self.pending[piece]
                 elif now - asked >= REREAD_AFTER and self.have[piece]:
@@ -774,7 +775,7 @@ class Torrent:
             self.awaited.clear()
             self.deferred.clear()
             self.hold = None
-            self.held = set()
+            self.held = -1
         for futures in waiters.values():
             for future in futures:
                 _fail(future, error)
