@@ -380,8 +380,11 @@ class Torrent:
 
     def on_checked(self) -> None:
         self.on_metadata()
-        if not self.metadata.is_set():
+        if not self.metadata.is_set() or self.ready.is_set():  # once (the alert may follow a check at add)
             return
+        with self.lock:
+            if not self.fetch_only:
+                self._apply_priorities()  # again, now that libtorrent has set the torrent up: see _keep_sequential
         self.refresh_pieces()
         self.ready.set()
 
@@ -419,9 +422,18 @@ class Torrent:
         for index in self.wanted_files:
             priorities[index] = PRIORITY_DEFAULT
         self.handle.prioritize_files(priorities)
-        if self.config.sequential:
-            self.handle.set_flags(lt.torrent_flags.sequential_download)
+        self._keep_sequential()
         self._end_hold(restore=False)  # file priorities set every piece's priority afresh
+
+    def _keep_sequential(self) -> None:
+        """Download in order again after priorities changed (under the lock). libtorrent 2.1 keeps the order only
+        up to where it was when pieces got priority 0 (a seek's hold) and picks the rest rarest first, in random
+        order, once they are wanted again; a magnet's flag set before its files are checked is lost the same way
+        (the flag still reads as set). Turning the flag off and on makes it take the whole file again (measured:
+        a 200 MiB stream came in random order after its first 18 MiB, its reader waiting on pieces not there)."""
+        if self.config.sequential:
+            self.handle.unset_flags(lt.torrent_flags.sequential_download)
+            self.handle.set_flags(lt.torrent_flags.sequential_download)
 
     def promote(self) -> None:
         """A torrent added to fetch its metadata is now wanted for streaming."""
@@ -614,6 +626,7 @@ class Torrent:
         for piece in window:
             priorities[piece] = PRIORITY_TOP
         self.handle.prioritize_pieces(priorities)
+        self._keep_sequential()
         # The hold ends with the seek's own piece (self.held), not the first of the window's: one behind it may
         # come first, and the rest of the download would then compete with the piece the player waits for.
 
@@ -626,6 +639,7 @@ class Torrent:
         self.held = -1
         if restore:
             self.handle.prioritize_pieces(self._priorities())
+            self._keep_sequential()
         deferred, self.deferred = sorted(self.deferred), set()
         for piece in deferred:
             if self.waiters.get(piece) and piece not in self.pending:
@@ -960,6 +974,8 @@ class TorrentSession:
                 raise ServiceUnavailableError("the VPN gate is closed: no torrent starts", retry_after=30)
             params = self._params(source, infohash)
             params.flags &= ~(lt.torrent_flags.auto_managed | lt.torrent_flags.paused | lt.torrent_flags.upload_mode)
+            if self.config.sequential:  # from the start (and again once checked: see Torrent._keep_sequential)
+                params.flags |= lt.torrent_flags.sequential_download
             if self.config.download_limit:
                 params.download_limit = self.config.download_limit
             if params.ti is not None and not list(params.file_priorities):  # only the main file, from the start
