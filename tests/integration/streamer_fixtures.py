@@ -117,7 +117,8 @@ class AriaSeeder:
     def __init__(self, media: Media) -> None:
         self.media = media
         self.port = free_port()
-        self.log = Path(tempfile.mkstemp(prefix="aria2c-", suffix=".log")[1])
+        # In the media's folder (the test's temporary one), not /tmp: nothing is left behind.
+        self.log = Path(tempfile.mkstemp(prefix="aria2c-", suffix=".log", dir=media.torrent.parent)[1])
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, counted: bool = True) -> AriaSeeder:
