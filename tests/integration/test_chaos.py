@@ -202,7 +202,15 @@ def test_chaos_every_job_ends_once_and_nothing_is_lost(platform: Callable[..., L
         try:
             wait_for(lambda: sum(counters()) >= JOBS, 600, f"{JOBS} jobs to end")
         except AssertionError:
-            raise AssertionError(f"ended: {counters()}, queued: {pending(SPEC)}\n{workers.log_tail()}") from None
+            # What became of the jobs that did not end: a job SQS dead-lettered after max_receive_count
+            # deliveries (its workers killed every time) is in the DLQ without a failed run.
+            dead, latest = dlq_job_ids(), final_runs()
+            unended = {j: r["status"] for j, r in latest.items() if r["status"] not in ("succeeded", "failed")}
+            raise AssertionError(
+                f"ended: {counters()}, queued: {pending(SPEC)}, in the DLQ but not poison: "
+                f"{sorted(set(dead) - poison)}, latest runs not ended: {unended}, "
+                f"never started: {sorted(set(kind) - set(latest))}\n{workers.log_tail()}"
+            ) from None
         ended = time.monotonic()
         workers.stop_killing()
         wait_for(lambda: pending(SPEC) == 0, 120, "the queue to drain (late duplicates, killed batches)")
