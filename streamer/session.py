@@ -435,6 +435,11 @@ class Torrent:
             self.handle.unset_flags(lt.torrent_flags.sequential_download)
             self.handle.set_flags(lt.torrent_flags.sequential_download)
 
+    def _prioritize_pieces(self, priorities: list[int]) -> None:
+        """Every piece's priority (under the lock), the download kept in order (see _keep_sequential)."""
+        self.handle.prioritize_pieces(priorities)
+        self._keep_sequential()
+
     def promote(self) -> None:
         """A torrent added to fetch its metadata is now wanted for streaming."""
         with self.lock:
@@ -625,8 +630,7 @@ class Torrent:
             priorities[piece] = 1
         for piece in window:
             priorities[piece] = PRIORITY_TOP
-        self.handle.prioritize_pieces(priorities)
-        self._keep_sequential()
+        self._prioritize_pieces(priorities)
         # The hold ends with the seek's own piece (self.held), not the first of the window's: one behind it may
         # come first, and the rest of the download would then compete with the piece the player waits for.
 
@@ -638,8 +642,7 @@ class Torrent:
         self.hold = None
         self.held = -1
         if restore:
-            self.handle.prioritize_pieces(self._priorities())
-            self._keep_sequential()
+            self._prioritize_pieces(self._priorities())
         deferred, self.deferred = sorted(self.deferred), set()
         for piece in deferred:
             if self.waiters.get(piece) and piece not in self.pending:
