@@ -18,6 +18,8 @@ LSD, UPnP and NAT-PMP off.
     STREAMER_STATUS_INTERVAL_SECONDS        a torrent's Storage record is written at most this often
     STREAMER_MAINTENANCE_INTERVAL_SECONDS   how often idle eviction, the quota and the records are looked at
     STREAMER_PIECE_CACHE_BYTES              pieces read for readers are kept (LRU) up to this many bytes
+    STREAMER_SEEK_LANE                      a seek also asks for its first pieces on a second connection to the
+                                              best peer (streamer/lane.py; on)
     STREAMER_SHUTDOWN_GRACE_SECONDS         on stop, responses in flight get this long to finish
     STREAMER_WORKER                         `python -m streamer` also polls the torrent queue
     STREAMER_QUEUE_WAIT_SECONDS             the torrent queue's long poll (0 against the embedded emulator)
@@ -32,6 +34,7 @@ LSD, UPnP and NAT-PMP off.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 from functools import lru_cache
@@ -64,6 +67,7 @@ class StreamerConfig(BaseSettings):
     min_window_pieces: int = _env("STREAMER_MIN_WINDOW_PIECES", 4, ge=1)
     max_window_pieces: int = _env("STREAMER_MAX_WINDOW_PIECES", 256, ge=1)
     sequential: bool = _env("STREAMER_SEQUENTIAL", True)
+    seek_lane: bool = _env("STREAMER_SEEK_LANE", True)
     stall_timeout_seconds: float = _env("STREAMER_STALL_TIMEOUT_SECONDS", 60.0, gt=0)
     metadata_timeout_seconds: float = _env("STREAMER_METADATA_TIMEOUT_SECONDS", 30.0, gt=0)
     status_interval_seconds: float = _env("STREAMER_STATUS_INTERVAL_SECONDS", 30.0, gt=0)
@@ -94,6 +98,17 @@ class StreamerConfig(BaseSettings):
     @property
     def resume_dir(self) -> Path:
         return self.download_dir / ".resume"
+
+    @property
+    def bind_address(self) -> str | None:
+        """The address libtorrent listens on (the first of listen_interfaces), for connections opened beside it;
+        None for a wildcard or a device name."""
+        host = self.listen_interfaces.split(",")[0].strip().rsplit(":", 1)[0].strip("[]")
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return None
+        return None if address.is_unspecified else str(address)
 
     @property
     def idle_eviction_seconds(self) -> float:

@@ -24,7 +24,10 @@ Seeks. Meanwhile the rest of the file downloads, so the peers' request queues ar
 to a piece that is neither here nor asked for therefore holds the torrent (`Torrent._hold`): every deadline is
 taken back, so that libtorrent cancels its outstanding requests when the new window's first deadline is set,
 and every other piece gets priority 0 until the seek's first piece is in; then the rest downloads again. The
-warm-up's start of the file holds the same way (by then the whole file has been asked for).
+warm-up's start of the file holds the same way (by then the whole file has been asked for). Even so the seek's
+piece often waits for what the peer had already read or sent; so a seek also asks for its first pieces on a
+seek lane (streamer/lane.py: a second connection to the best peer that has them, with nothing queued on it),
+and whichever brings a piece first serves it.
 
 Housekeeping (the "maintenance" thread): a torrent nobody read for the idle time leaves the session (resume
 data saved, files kept); above the disk quota the least recently watched torrents nobody is reading are
@@ -56,6 +59,7 @@ from typing import Any, TypeVar
 from chalicelib.errors import NotFoundError, ProjectionistError, ServiceUnavailableError, ValidationError
 from chalicelib.observability import logger as log
 from streamer.config import StreamerConfig
+from streamer.lane import Piece, SeekLanes
 
 lt: Any = importlib.import_module("libtorrent")  # typed as Any: its bindings are not checked here
 
@@ -83,6 +87,8 @@ HOLD_GUARD_BYTES = 16 * 1024 * 1024  # after a seek's window, what it keeps want
 SEQUENTIAL_LEAD_BYTES = 16 * 1024 * 1024  # how far past the sequential download's front pieces count as coming
 ESCALATE_AFTER = 1.5  # seconds a read waits on the sequential download before its piece gets a deadline
 READ_STEP_MS = 10  # a read's deadline: this times how many pieces ahead of its reader it is (so: in order)
+LANE_PIECES = 1  # a seek's first pieces asked for on its seek lane too (more: measured slower, see the README)
+LANE_THROTTLE_MAX = 1.0  # seconds the rest of the download may be paused for a seek lane's piece, at most
 
 
 class StreamerError(ProjectionistError):
@@ -347,6 +353,8 @@ class Torrent:
         self.hold: Reader | None = None  # a seek the rest of the download waits for (see _hold)
         self.hold_until = 0.0
         self.held = -1  # the piece whose arrival ends the hold (the seek's first)
+        self.throttled_until = 0.0  # the download is paused while a seek lane fetches (see _throttle)
+        self.lane_pieces = 0  # pieces a seek lane brought (status: seek_lane_pieces)
         self.deferred: set[int] = set()  # pieces readers wait for, asked for once the hold ends
         self.status: Any = None
         self.added_at = time.monotonic()
@@ -611,6 +619,73 @@ class Torrent:
         self.hold = reader
         self.held = reader.piece
         self.hold_until = time.monotonic() + HOLD_MAX
+        self._fetch_on_lane(reader)
+
+    def _fetch_on_lane(self, reader: Reader) -> None:
+        """Ask for the seek's first pieces on the torrent's seek lane too (under the lock; see streamer/lane.py).
+        Only pieces with a v1 hash can be checked before libtorrent has them."""
+        lanes = self.session.lanes
+        if lanes is None or not self.session.network_open or not self.ti.info_hashes().has_v1():
+            return
+        pieces = [
+            Piece(p, self.ti.piece_size(p), bytes(self.ti.hash_for_piece(p)))
+            for p in list(self._window(reader))[:LANE_PIECES]
+            if not self.have[p]
+        ]
+        indexes = [p.index for p in pieces]
+        peers = lambda: self._lane_peers(indexes)  # noqa: E731
+        lanes.fetch(self.infohash, peers, pieces, self.on_lane_piece, self._throttle, self._unthrottle)
+
+    def _throttle(self) -> None:
+        """A seek lane's requests go out. The peers go on sending what they had queued on the other connections,
+        and the lane's piece shares their upload (and this machine's CPU) with it: the rest of the download stops
+        until the piece is in (LANE_THROTTLE_MAX at most)."""
+        with self.lock:
+            if not self.removed.is_set():
+                self.throttled_until = time.monotonic() + LANE_THROTTLE_MAX
+                self.handle.set_download_limit(1)
+
+    def _unthrottle(self) -> None:
+        with self.lock:
+            if self.throttled_until and not self.removed.is_set():
+                self.handle.set_download_limit(self.config.download_limit)
+            self.throttled_until = 0.0
+
+    def _lane_peers(self, pieces: list[int]) -> list[tuple[str, int]]:
+        """Endpoints for a seek lane: peers we connected to (their address is where they listen) that have
+        `pieces` and speak plain BitTorrent over TCP; those that do not choke us first, then the fastest."""
+        if self.removed.is_set():
+            return []
+        info = lt.peer_info
+        peers = [
+            p
+            for p in self.handle.get_peer_info()
+            if p.flags & info.outgoing_connection
+            and not p.flags & (info.connecting | info.handshake)
+            and p.connection_type == info.standard_bittorrent
+            and not p.flags & info.i2p_socket
+            and all(p.flags & info.seed or (i < len(p.pieces) and p.pieces[i]) for i in pieces)
+        ]
+        peers.sort(key=lambda p: (bool(p.flags & info.remote_choked), -p.payload_down_speed))
+        return [(str(p.ip[0]), int(p.ip[1])) for p in peers]
+
+    def on_lane_piece(self, piece: Piece, data: bytes) -> None:
+        """A piece from the seek lane, checked against its hash: its readers get it now, and libtorrent stores it
+        as if it had downloaded it (its piece_finished alert then counts it as here)."""
+        with self.lock:
+            if self.removed.is_set():
+                return
+            self.lane_pieces += 1
+            self.session.cache.put((self.infohash, piece.index), data)
+            waiters = self.waiters.pop(piece.index, [])
+            self.pending.pop(piece.index, None)
+            self.awaited.discard(piece.index)
+            stored = bool(self.have[piece.index])
+        for waiter in waiters:
+            _resolve(waiter, data)
+        self._unthrottle()
+        if not stored:  # libtorrent ignores it should the piece have come meanwhile
+            self.handle.add_piece(piece.index, data, 0)
 
     def _hold_priorities(self, reader: Reader) -> None:
         """Every piece but the seeking reader's window and the next ones it misses after it gets priority 0
@@ -665,6 +740,8 @@ class Torrent:
         with self.lock:
             if self.hold is not None and (now >= self.hold_until or self.have[self.held]):
                 self._end_hold()
+            if self.throttled_until and now >= self.throttled_until:
+                self._unthrottle()
 
     # -- pieces ----------------------------------------------------------------------------------------------
     def request_piece(self, piece: int, lead: int = 0) -> Future[bytes]:
@@ -677,6 +754,10 @@ class Torrent:
         with self.lock:
             if self.removed.is_set():
                 _fail(future, TorrentGoneError(f"torrent {self.infohash} left the session"))
+                return future
+            data = self.session.cache.get((self.infohash, piece))  # a seek lane's piece may have just come
+            if data is not None:
+                _resolve(future, data)
                 return future
             self.waiters.setdefault(piece, []).append(future)
             if piece not in self.pending:
@@ -855,6 +936,7 @@ class Torrent:
             "peers": int(status.num_peers),
             "seeds": int(status.num_seeds),
             "readers": len(positions),
+            "seek_lane_pieces": self.lane_pieces,
             "error": self.error,
         }
 
@@ -874,6 +956,7 @@ class TorrentSession:
         self.record = record  # writes a Storage record from a snapshot (streamer.records.write), or None
         self.cache = PieceCache(config.piece_cache_bytes)
         self.lt: Any = None
+        self.lanes: SeekLanes | None = None
         self.network_open = True
         self._torrents: dict[str, Torrent] = {}
         self._by_handle: dict[Any, Torrent] = {}
@@ -895,6 +978,8 @@ class TorrentSession:
         # seeds. Should a seek's hold (Torrent._hold) make it finished for a moment after all, keep them.
         settings.setdefault("close_redundant_connections", False)
         self.lt = lt.session(settings)
+        if self.config.seek_lane:
+            self.lanes = SeekLanes(bind=self.config.bind_address)
         self._watched = self._load_index()
         self._stop_alerts.clear()
         self._stop_maintenance.clear()
@@ -934,6 +1019,9 @@ class TorrentSession:
         with self._lock:
             self._torrents.clear()
             self._by_handle.clear()
+        if self.lanes is not None:
+            self.lanes.shutdown()
+            self.lanes = None
         session, self.lt = self.lt, None
         session.pause()
         del session  # its destructor aborts the session (trackers get `stopped`, bounded by stop_tracker_timeout)
@@ -1064,6 +1152,8 @@ class TorrentSession:
             self._torrents.pop(infohash, None)
             self._by_handle.pop(torrent.handle, None)
         self.lt.remove_torrent(torrent.handle, lt.session.delete_files if delete_files else 0)
+        if self.lanes is not None:
+            self.lanes.close(infohash)
         torrent.on_removed()
         self.cache.drop(infohash)
         if delete_files:
@@ -1285,6 +1375,8 @@ class TorrentSession:
         if is_open != self.network_open:
             self.network_open = is_open
             (self.lt.resume if is_open else self.lt.pause)()
+            if not is_open and self.lanes is not None:
+                self.lanes.close()
             log.warning("VPN gate %s: session %s", "open" if is_open else "closed", "resumed" if is_open else "paused")
 
     def evict_idle(self, now: float | None = None) -> list[str]:

@@ -1,0 +1,267 @@
+"""Seek lanes: a direct BitTorrent connection to a peer, used only to fetch the first pieces of a seek.
+
+Why it exists: libtorrent keeps a deep request queue on every connection (it grows to the peer's `reqq`: 2,000
+blocks, 32 MiB, against a libtorrent peer) and answers a seek by cancelling it; the seek's piece then waits for
+whatever the peer has already read, queued or sent (15-100 ms on loopback, measured: see the README's streamer
+section), and the settings libtorrent's Python wheel offers cannot cap that queue. A second connection to the same
+peer has nothing queued at it, so a piece asked for on it comes next. The lane sets TCP_NODELAY on its socket and
+TCP_QUICKACK after every read: a peer without TCP_NODELAY holds a piece's last small segment until the previous
+one is acknowledged, and a delayed ACK makes that 40 ms.
+
+A lane only races libtorrent: the seek's pieces keep their deadlines in the session, and whatever comes first is
+served. A lane's piece is checked against the torrent's SHA-1 piece hash before a reader sees it and is then
+handed to libtorrent (`add_piece`), which stores it like a downloaded one. Anything going wrong (a peer refusing a
+second connection from our address, a choke, a timeout, a bad hash) closes the lane and leaves the seek to
+libtorrent; a peer that refused is not asked again for a while.
+
+The peer wire protocol (BEP 3) spoken here is the least a downloader needs: handshake, interested, request and the
+messages a peer may send back (choke, unchoke, have, bitfield, piece, keep-alive; no extensions are offered, so
+no others come). No Python library keeps a maintained client of it; libtorrent's own cannot be told to open a
+second connection to a peer it is connected to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from chalicelib.observability import logger as log
+
+PROTOCOL = b"\x13BitTorrent protocol"
+BLOCK = 16 * 1024
+CHOKE, UNCHOKE, INTERESTED, HAVE, BITFIELD, REQUEST, PIECE = 0, 1, 2, 4, 5, 6, 7
+MAX_MESSAGE = BLOCK + 64 * 1024  # a piece message is a block and its header; a bitfield of 512k pieces fits too
+CONNECT_TIMEOUT = 2.0  # seconds to connect, shake hands and be unchoked
+FETCH_TIMEOUT = 5.0  # seconds for the pieces of one seek (libtorrent brings them anyway)
+REFUSED_FOR = 300.0  # seconds a peer that would not serve a lane is left alone
+QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
+
+
+class LaneError(Exception):
+    """The lane cannot serve: the seek is left to libtorrent."""
+
+
+def peer_id() -> bytes:
+    return b"-PJ0100-" + os.urandom(6).hex().encode()
+
+
+@dataclass(frozen=True)
+class Piece:
+    index: int
+    length: int
+    sha1: bytes
+
+
+class PeerLane:
+    """One connection to one peer, for one torrent: connected, interested and unchoked, or an error."""
+
+    def __init__(self, endpoint: tuple[str, int], infohash: str, bind: str | None = None) -> None:
+        self.endpoint = endpoint
+        self.infohash = bytes.fromhex(infohash)
+        self.has: set[int] | None = None  # pieces the peer announced (None: no bitfield yet)
+        self.choked = True
+        self.closed = False
+        self._buffer = bytearray()
+        deadline = time.monotonic() + CONNECT_TIMEOUT
+        try:
+            self.sock = socket.create_connection(
+                endpoint, timeout=CONNECT_TIMEOUT, source_address=(bind, 0) if bind else None
+            )
+        except OSError as exc:
+            raise LaneError(f"cannot connect to {endpoint}: {exc}") from exc
+        try:
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.sock.sendall(PROTOCOL + bytes(8) + self.infohash + peer_id())
+            answer = self._exact(68, deadline)
+            if answer[:20] != PROTOCOL or answer[28:48] != self.infohash:
+                raise LaneError(f"{endpoint} answered with another protocol or torrent")
+            self.sock.sendall(struct.pack(">IB", 1, INTERESTED))
+            while self.choked:
+                self._message(deadline)
+        except BaseException:
+            self.close()
+            raise
+
+    def fetch(self, pieces: Iterable[Piece], deliver: Callable[[Piece, bytes], None]) -> None:
+        """Ask for every block of `pieces` at once; hand each piece to `deliver` as soon as it is in and matches
+        its hash (in the order asked: the peer answers a connection's requests in order)."""
+        pieces = list(pieces)
+        if self.has is not None and any(p.index not in self.has for p in pieces):
+            raise LaneError(f"{self.endpoint} does not have the pieces")
+        deadline = time.monotonic() + FETCH_TIMEOUT
+        self.sock.sendall(
+            b"".join(
+                struct.pack(">IBIII", 13, REQUEST, p.index, begin, min(BLOCK, p.length - begin))
+                for p in pieces
+                for begin in range(0, p.length, BLOCK)
+            )
+        )
+        buffers = {p.index: bytearray(p.length) for p in pieces}
+        missing = {p.index: p.length for p in pieces}
+        for piece in pieces:
+            while missing[piece.index] > 0:
+                kind, payload = self._message(deadline)
+                if kind == PIECE:
+                    index, begin = struct.unpack_from(">II", payload)
+                    block = payload[8:]
+                    if index in buffers and begin + len(block) <= len(buffers[index]) and block:
+                        buffers[index][begin : begin + len(block)] = block
+                        missing[index] -= len(block)
+                elif kind == CHOKE:
+                    raise LaneError(f"{self.endpoint} choked the lane")
+            data = bytes(buffers.pop(piece.index))
+            if hashlib.sha1(data).digest() != piece.sha1:  # v1 piece hashes are SHA-1
+                raise LaneError(f"piece {piece.index} from {self.endpoint} does not match its hash")
+            deliver(piece, data)
+
+    def close(self) -> None:
+        self.closed = True
+        self.sock.close()
+
+    def _message(self, deadline: float) -> tuple[int | None, bytes]:
+        (length,) = struct.unpack(">I", self._exact(4, deadline))
+        if length == 0:
+            return None, b""  # keep-alive
+        if length > MAX_MESSAGE:
+            raise LaneError(f"{self.endpoint} sent a message of {length} bytes")
+        body = self._exact(length, deadline)
+        kind, payload = body[0], body[1:]
+        if kind == UNCHOKE:
+            self.choked = False
+        elif kind == CHOKE:
+            self.choked = True
+        elif kind == BITFIELD:
+            self.has = {i for i in range(len(payload) * 8) if payload[i // 8] & (0x80 >> (i % 8))}
+        elif kind == HAVE and self.has is not None and len(payload) == 4:
+            self.has.add(struct.unpack(">I", payload)[0])
+        return kind, payload
+
+    def _exact(self, size: int, deadline: float) -> bytes:
+        """`size` bytes from the socket, read in large chunks (one read brings many blocks: fewer system calls and
+        fewer turns for the GIL, which the session's other threads want too)."""
+        while len(self._buffer) < size:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise LaneError(f"{self.endpoint} timed out")
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(1 << 20)
+            except OSError as exc:
+                raise LaneError(f"{self.endpoint}: {exc}") from exc
+            if not chunk:
+                raise LaneError(f"{self.endpoint} closed the lane")
+            self._buffer += chunk
+            if QUICKACK is not None:  # Linux clears it after each ACK: ask again for the next one
+                self.sock.setsockopt(socket.IPPROTO_TCP, QUICKACK, 1)
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return data
+
+
+class SeekLanes:
+    """The session's lanes: at most one per torrent, kept open between its seeks, fetched on a small pool."""
+
+    def __init__(self, bind: str | None = None) -> None:
+        self.bind = bind
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="streamer-lane")
+        self._lanes: dict[str, PeerLane] = {}
+        self._busy: set[str] = set()
+        self._refused: dict[tuple[str, int], float] = {}
+        self._lock = threading.Lock()
+
+    def fetch(
+        self,
+        infohash: str,
+        peers: Callable[[], list[tuple[str, int]]],
+        pieces: list[Piece],
+        deliver: Callable[[Piece, bytes], None],
+        started: Callable[[], None] = lambda: None,
+        done: Callable[[], None] = lambda: None,
+    ) -> bool:
+        """Fetch `pieces` on the torrent's lane in the background (`peers`: endpoints that have them, best first,
+        asked only when no lane is open). `started` is called when the requests go out (a lane is connected and
+        unchoked), `done` once the fetch ended, however. False: a fetch of the torrent's is still running."""
+        with self._lock:
+            if infohash in self._busy or not pieces:
+                return False
+            self._busy.add(infohash)
+        self._pool.submit(self._run, infohash, peers, pieces, deliver, started, done)
+        return True
+
+    def close(self, infohash: str | None = None) -> None:
+        """Close the torrent's lane (None: every lane)."""
+        with self._lock:
+            if infohash is None:
+                lanes, self._lanes = list(self._lanes.values()), {}
+            else:
+                lanes = [lane for lane in [self._lanes.pop(infohash, None)] if lane is not None]
+        for lane in lanes:
+            lane.close()
+
+    def shutdown(self) -> None:
+        self.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _run(
+        self,
+        infohash: str,
+        peers: Callable[[], list[tuple[str, int]]],
+        pieces: list[Piece],
+        deliver: Callable[[Piece, bytes], None],
+        started: Callable[[], None],
+        done: Callable[[], None],
+    ) -> None:
+        lane: PeerLane | None = None
+        try:
+            lane = self._lane(infohash, peers)
+            if lane is not None:
+                started()
+                lane.fetch(pieces, deliver)
+        except LaneError as exc:
+            log.debug("seek lane of %s: %s", infohash, exc)
+            if lane is not None:
+                lane.close()
+                with self._lock:
+                    if self._lanes.get(infohash) is lane:
+                        del self._lanes[infohash]
+                    self._refused[lane.endpoint] = time.monotonic()
+        except Exception:
+            log.exception("seek lane of %s", infohash)
+        finally:
+            with self._lock:
+                self._busy.discard(infohash)
+            done()
+
+    def _lane(self, infohash: str, peers: Callable[[], list[tuple[str, int]]]) -> PeerLane | None:
+        with self._lock:
+            lane = self._lanes.get(infohash)
+        if lane is not None and not lane.closed:
+            return lane
+        now = time.monotonic()
+        with self._lock:
+            self._refused = {e: at for e, at in self._refused.items() if now - at < REFUSED_FOR}
+            refused = set(self._refused)
+        for endpoint in peers():
+            if endpoint in refused:
+                continue
+            try:
+                lane = PeerLane(endpoint, infohash, self.bind)
+            except LaneError as exc:
+                log.debug("seek lane of %s: %s", infohash, exc)
+                with self._lock:
+                    self._refused[endpoint] = time.monotonic()
+                continue
+            with self._lock:
+                old = self._lanes.get(infohash)
+                self._lanes[infohash] = lane
+            if old is not None:
+                old.close()
+            return lane
+        return None

@@ -1,0 +1,237 @@
+"""Seek lanes (streamer/lane.py): a second connection to a real seeder (aria2c) that fetches a seek's first piece,
+checked against its hash; and peers that misbehave (hang up, choke, send the wrong bytes), which must leave the
+seek to libtorrent with nothing wrong served and the download's speed limit given back."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import struct
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from streamer import lane as lanes
+from streamer.lane import LaneError, PeerLane, Piece, SeekLanes
+from streamer.server import Streamer
+from streamer.session import TorrentSource
+from tests.integration.streamer_fixtures import MIB, Media, make_media_seeded, make_streamer, stream_platform, tracker
+from tests.integration.tracker_fixtures import wait_until
+
+__all__ = ["make_media_seeded", "make_streamer", "stream_platform", "tracker"]
+
+TIMEOUT = 60
+
+
+def pieces_of(media: Media) -> tuple[int, list[bytes]]:
+    """The torrent's piece length and its v1 piece hashes."""
+    import libtorrent as lt
+
+    ti = lt.torrent_info(str(media.torrent))
+    return ti.piece_length(), [bytes(ti.hash_for_piece(i)) for i in range(ti.num_pieces())]
+
+
+def piece(media: Media, index: int) -> Piece:
+    length, hashes = pieces_of(media)
+    return Piece(index, min(length, media.size - index * length), hashes[index])
+
+
+class FakePeer:
+    """A peer on 127.0.0.1 that shakes hands and unchokes, then does `behaviour` with the requests it gets:
+    "hang up" (closes at once, before the handshake), "choke" (chokes instead of answering), "garbage" (answers
+    every request with random bytes)."""
+
+    def __init__(self, infohash: str, behaviour: str) -> None:
+        self.infohash = bytes.fromhex(infohash)
+        self.behaviour = behaviour
+        self.connections = 0
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.endpoint = ("127.0.0.1", self.server.getsockname()[1])
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._peer, args=(conn,), daemon=True).start()
+
+    def _peer(self, conn: socket.socket) -> None:
+        with conn:
+            if self.behaviour == "hang up":
+                return
+            try:
+                conn.recv(68)
+                conn.sendall(lanes.PROTOCOL + bytes(8) + self.infohash + b"-FK0001-" + os.urandom(6).hex().encode())
+                conn.sendall(struct.pack(">IB", 1, lanes.UNCHOKE))
+                reader = conn.makefile("rb")
+                while True:
+                    (length,) = struct.unpack(">I", reader.read(4))
+                    body = reader.read(length)
+                    if length and body[0] == lanes.REQUEST:
+                        index, begin, size = struct.unpack(">III", body[1:13])
+                        if self.behaviour == "choke":
+                            conn.sendall(struct.pack(">IB", 1, lanes.CHOKE))
+                        else:
+                            block = os.urandom(size)
+                            conn.sendall(struct.pack(">IBII", 9 + size, lanes.PIECE, index, begin) + block)
+            except (OSError, struct.error):
+                return
+
+    def close(self) -> None:
+        self.server.close()
+
+
+@pytest.fixture
+def fake_peer() -> Iterator[Callable[[str, str], FakePeer]]:
+    made: list[FakePeer] = []
+
+    def make(infohash: str, behaviour: str) -> FakePeer:
+        made.append(FakePeer(infohash, behaviour))
+        return made[-1]
+
+    yield make
+    for peer in made:
+        peer.close()
+
+
+def test_a_lane_fetches_a_piece_from_a_real_seeder_and_checks_its_hash(make_media_seeded: Callable[..., Media]) -> None:
+    media = make_media_seeded(8 * MIB)
+    endpoint = ("127.0.0.1", media.seeders[0].port)
+    length, _ = pieces_of(media)
+    lane = PeerLane(endpoint, media.infohash)
+    try:
+        got: list[tuple[int, bytes]] = []
+        wanted = [piece(media, 5), piece(media, 2)]
+        lane.fetch(wanted, lambda p, data: got.append((p.index, data)))
+        assert got == [(5, media.read(5 * length, 6 * length)), (2, media.read(2 * length, 3 * length))]
+        last = piece(media, media.size // length - (0 if media.size % length else 1))
+        lane.fetch([last], lambda p, data: got.append((p.index, data)))  # a short last piece
+        assert got[-1] == (last.index, media.read(last.index * length, media.size))
+
+        # The same bytes under a hash they do not match: refused, nothing delivered.
+        forged = Piece(3, length, hashlib.sha1(b"not these bytes").digest())
+        with pytest.raises(LaneError, match="does not match its hash"):
+            lane.fetch([forged], lambda p, data: got.append((p.index, data)))
+        assert len(got) == 3
+    finally:
+        lane.close()
+
+
+def test_a_lane_needs_the_same_torrent_and_a_peer_that_answers(
+    make_media_seeded: Callable[..., Media], fake_peer: Callable[[str, str], FakePeer]
+) -> None:
+    media = make_media_seeded(4 * MIB)
+    with pytest.raises(LaneError):  # aria2c drops a handshake for a torrent it does not seed
+        PeerLane(("127.0.0.1", media.seeders[0].port), "ab" * 20)
+    with pytest.raises(LaneError, match=r"closed the lane|reset by peer"):  # (unread handshake: a reset)
+        PeerLane(fake_peer(media.infohash, "hang up").endpoint, media.infohash)
+    probe = socket.create_server(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # nothing listens there any more
+    with pytest.raises(LaneError, match="cannot connect"):
+        PeerLane(("127.0.0.1", port), media.infohash)
+
+
+@pytest.mark.parametrize("behaviour", ["choke", "garbage", "hang up"])
+def test_a_peer_that_fails_a_lane_gets_nothing_served_and_is_left_alone(
+    make_media_seeded: Callable[..., Media], fake_peer: Callable[[str, str], FakePeer], behaviour: str
+) -> None:
+    media = make_media_seeded(4 * MIB, seeded=False)
+    bad = fake_peer(media.infohash, behaviour)
+    pool = SeekLanes()
+    events: list[Any] = []
+    finished = threading.Event()
+    try:
+
+        def fetch() -> bool:
+            finished.clear()
+            return pool.fetch(
+                media.infohash,
+                lambda: [bad.endpoint],
+                [piece(media, 1)],
+                lambda p, data: events.append(("delivered", p.index)),
+                lambda: events.append("started"),
+                finished.set,
+            )
+
+        assert fetch()
+        assert finished.wait(10)
+        assert ("delivered", 1) not in events
+        assert events == ([] if behaviour == "hang up" else ["started"])
+        assert bad.connections == 1
+        assert fetch() and finished.wait(10)  # the peer is not asked again for a while
+        assert bad.connections == 1 and ("delivered", 1) not in events
+    finally:
+        pool.shutdown()
+
+
+def test_a_seek_gets_its_piece_from_the_lane_and_the_download_its_speed_back(
+    stream_platform: Callable[..., Any],
+    make_media_seeded: Callable[..., Media],
+    make_streamer: Callable[..., Streamer],
+) -> None:
+    stream_platform()  # the emulator, for the streamer's VPN gate and Storage records
+    media = make_media_seeded(32 * MIB)
+    limit = 8 * MIB  # bytes per second: the seeks' pieces are not downloaded yet, and the limit comes back after
+    streamer = make_streamer(download_limit=limit)
+    torrent = streamer.session.add(TorrentSource(media.infohash, magnet=media.magnet))
+    assert torrent.ready.wait(30)
+    file = torrent.file()
+    delivered: list[int] = []
+    on_lane_piece = torrent.on_lane_piece
+
+    def record(p: Piece, data: bytes) -> None:
+        delivered.append(p.index)
+        on_lane_piece(p, data)
+
+    torrent.on_lane_piece = record  # type: ignore[method-assign]
+    for fraction in (0.5, 0.9):
+        position = int(file.size * fraction)
+        assert not torrent.have[torrent.piece_at(file, position)]
+        with torrent.open_reader(file, position) as reader:
+            start = torrent.piece_start(file, reader.piece)
+            data = reader.request(reader.piece).result(timeout=TIMEOUT)
+            assert data == media.read(start, start + len(data)) and len(data) == torrent.piece_length
+            wait_until(lambda r=reader: r.piece in delivered, 10, "the lane's piece")  # type: ignore[misc]
+            wait_until(lambda: torrent.throttled_until == 0.0, 10, "the throttle's end")
+            assert torrent.handle.download_limit() == limit
+            wait_until(lambda r=reader: torrent.have[r.piece], 10, "the lane's piece stored")  # type: ignore[misc]
+    assert torrent.snapshot()["seek_lane_pieces"] >= 2
+    wait_until(lambda: all(torrent.have), TIMEOUT, "the whole file")  # the download goes on after the seeks
+    assert (
+        media.sha256
+        == hashlib.sha256(
+            b"".join(torrent.request_piece(i).result(TIMEOUT) for i in range(torrent.num_pieces))
+        ).hexdigest()
+    )
+
+
+def test_a_seek_whose_lane_peer_lies_gets_the_right_bytes_from_libtorrent(
+    stream_platform: Callable[..., Any],
+    make_media_seeded: Callable[..., Media],
+    make_streamer: Callable[..., Streamer],
+    fake_peer: Callable[[str, str], FakePeer],
+) -> None:
+    stream_platform()
+    media = make_media_seeded(32 * MIB)
+    streamer = make_streamer(download_limit=8 * MIB)
+    torrent = streamer.session.add(TorrentSource(media.infohash, magnet=media.magnet))
+    assert torrent.ready.wait(30)
+    liar = fake_peer(media.infohash, "garbage")
+    torrent._lane_peers = lambda pieces: [liar.endpoint]  # type: ignore[method-assign]
+    file = torrent.file()
+    position = file.size * 3 // 4
+    assert not torrent.have[torrent.piece_at(file, position)]
+    with torrent.open_reader(file, position) as reader:
+        start = torrent.piece_start(file, reader.piece)
+        assert reader.request(reader.piece).result(timeout=TIMEOUT) == media.read(start, start + torrent.piece_length)
+    assert liar.connections == 1  # the lane went to it, and what it sent was never served
+    assert torrent.lane_pieces == 0
+    wait_until(lambda: torrent.throttled_until == 0.0, 10, "the throttle's end")
+    assert torrent.handle.download_limit() == 8 * MIB
