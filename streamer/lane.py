@@ -28,7 +28,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -89,20 +89,31 @@ class PeerLane:
             self.close()
             raise
 
-    def fetch(self, pieces: Iterable[Piece], deliver: Callable[[Piece, bytes], None]) -> None:
-        """Ask for every block of `pieces` at once; hand each piece to `deliver` as soon as it is in and matches
-        its hash (in the order asked: the peer answers a connection's requests in order)."""
-        pieces = list(pieces)
+    def fetch(self, pieces: list[Piece], deliver: Callable[[Piece, bytes], None]) -> None:
+        """`request` and `receive`."""
+        self.request(pieces)
+        self.receive(pieces, deliver)
+
+    def request(self, pieces: list[Piece]) -> None:
+        """Ask for every block of `pieces` at once (a few hundred bytes: the send does not wait)."""
         if self.has is not None and any(p.index not in self.has for p in pieces):
             raise LaneError(f"{self.endpoint} does not have the pieces")
-        deadline = time.monotonic() + FETCH_TIMEOUT
-        self.sock.sendall(
-            b"".join(
-                struct.pack(">IBIII", 13, REQUEST, p.index, begin, min(BLOCK, p.length - begin))
-                for p in pieces
-                for begin in range(0, p.length, BLOCK)
+        self.sock.settimeout(CONNECT_TIMEOUT)
+        try:
+            self.sock.sendall(
+                b"".join(
+                    struct.pack(">IBIII", 13, REQUEST, p.index, begin, min(BLOCK, p.length - begin))
+                    for p in pieces
+                    for begin in range(0, p.length, BLOCK)
+                )
             )
-        )
+        except OSError as exc:
+            raise LaneError(f"{self.endpoint}: {exc}") from exc
+
+    def receive(self, pieces: list[Piece], deliver: Callable[[Piece, bytes], None]) -> None:
+        """Hand each of the `pieces` asked for to `deliver` as soon as it is in and matches its hash (in the order
+        asked: a peer answers a connection's requests in order)."""
+        deadline = time.monotonic() + FETCH_TIMEOUT
         buffers = {p.index: bytearray(p.length) for p in pieces}
         missing = {p.index: p.length for p in pieces}
         for piece in pieces:
@@ -185,14 +196,25 @@ class SeekLanes:
         started: Callable[[], None] = lambda: None,
         done: Callable[[], None] = lambda: None,
     ) -> bool:
-        """Fetch `pieces` on the torrent's lane in the background (`peers`: endpoints that have them, best first,
-        asked only when no lane is open). `started` is called when the requests go out (a lane is connected and
-        unchoked), `done` once the fetch ended, however. False: a fetch of the torrent's is still running."""
+        """Fetch `pieces` on the torrent's lane (`peers`: endpoints that have them, best first, asked only when no
+        lane is open). On an open lane the requests go out from the calling thread, at once; the rest runs on the
+        pool. `started` is called once the requests went out, `done` once the fetch ended, however. False: a fetch
+        of the torrent's is still running, nothing started."""
         with self._lock:
             if infohash in self._busy or not pieces:
                 return False
             self._busy.add(infohash)
-        self._pool.submit(self._run, infohash, peers, pieces, deliver, started, done)
+            lane = self._lanes.get(infohash)
+        asked: PeerLane | None = None
+        if lane is not None and not lane.closed:
+            try:
+                lane.request(pieces)
+                asked = lane
+            except LaneError as exc:  # a lane gone stale: _run opens another
+                self._failed(infohash, lane, exc)
+        if asked is not None:
+            started()
+        self._pool.submit(self._run, infohash, peers, pieces, deliver, started, done, asked)
         return True
 
     def close(self, infohash: str | None = None) -> None:
@@ -217,27 +239,35 @@ class SeekLanes:
         deliver: Callable[[Piece, bytes], None],
         started: Callable[[], None],
         done: Callable[[], None],
+        asked: PeerLane | None,
     ) -> None:
-        lane: PeerLane | None = None
+        lane = asked
         try:
-            lane = self._lane(infohash, peers)
-            if lane is not None:
+            if lane is None:
+                lane = self._lane(infohash, peers)
+                if lane is None:
+                    return
+                lane.request(pieces)
                 started()
-                lane.fetch(pieces, deliver)
+            lane.receive(pieces, deliver)
         except LaneError as exc:
-            log.debug("seek lane of %s: %s", infohash, exc)
             if lane is not None:
-                lane.close()
-                with self._lock:
-                    if self._lanes.get(infohash) is lane:
-                        del self._lanes[infohash]
-                    self._refused[lane.endpoint] = time.monotonic()
+                self._failed(infohash, lane, exc)
         except Exception:
             log.exception("seek lane of %s", infohash)
         finally:
             with self._lock:
                 self._busy.discard(infohash)
             done()
+
+    def _failed(self, infohash: str, lane: PeerLane, exc: LaneError) -> None:
+        """The lane is closed, and its peer left alone for a while."""
+        log.debug("seek lane of %s: %s", infohash, exc)
+        lane.close()
+        with self._lock:
+            if self._lanes.get(infohash) is lane:
+                del self._lanes[infohash]
+            self._refused[lane.endpoint] = time.monotonic()
 
     def _lane(self, infohash: str, peers: Callable[[], list[tuple[str, int]]]) -> PeerLane | None:
         with self._lock:

@@ -287,6 +287,8 @@ class StreamServer:
         return await loop.run_in_executor(None, self.session.add, source)
 
     async def _ready(self, torrent: Torrent) -> None:
+        if torrent.ready.wait(0):  # (raises its error if it failed) no round through the loop for a seek
+            return
         timeout = self.config.metadata_timeout_seconds
         try:
             await asyncio.wait_for(asyncio.wrap_future(torrent.ready.future()), timeout)

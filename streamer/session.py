@@ -641,7 +641,7 @@ class Torrent:
         and the lane's piece shares their upload (and this machine's CPU) with it: the rest of the download stops
         until the piece is in (LANE_THROTTLE_MAX at most)."""
         with self.lock:
-            if not self.removed.is_set():
+            if not self.removed.is_set() and not self.throttled_until:
                 self.throttled_until = time.monotonic() + LANE_THROTTLE_MAX
                 self.handle.set_download_limit(1)
 
