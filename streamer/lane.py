@@ -22,6 +22,7 @@ second connection to a peer it is connected to.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import socket
@@ -132,8 +133,29 @@ class PeerLane:
                 raise LaneError(f"piece {piece.index} from {self.endpoint} does not match its hash")
             deliver(piece, data)
 
+    def catch_up(self) -> bool:
+        """Read what the peer sent while the lane was idle (a choke, an unchoke, haves) without waiting; True if
+        the lane can ask for pieces now (unchoked: a peer that chokes an idle connection ignores its requests)."""
+        self.sock.settimeout(0)
+        try:
+            while True:
+                chunk = self.sock.recv(1 << 16)
+                if not chunk:
+                    raise LaneError(f"{self.endpoint} closed the lane")
+                self._buffer += chunk
+        except BlockingIOError:
+            pass
+        except OSError as exc:
+            raise LaneError(f"{self.endpoint}: {exc}") from exc
+        while len(self._buffer) >= 4 and len(self._buffer) >= 4 + struct.unpack_from(">I", self._buffer)[0]:
+            self._message(time.monotonic() + CONNECT_TIMEOUT)  # a whole message is buffered: no wait
+        return not self.choked
+
     def close(self) -> None:
+        """Close the connection; a read waiting on it (another thread's) ends at once."""
         self.closed = True
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
 
     def _message(self, deadline: float) -> tuple[int | None, bytes]:
@@ -208,14 +230,43 @@ class SeekLanes:
         asked: PeerLane | None = None
         if lane is not None and not lane.closed:
             try:
-                lane.request(pieces)
-                asked = lane
+                if lane.catch_up():
+                    lane.request(pieces)
+                    asked = lane
+                else:  # choked while idle: _run opens another (a new connection is unchoked if the peer has room)
+                    self._drop(infohash, lane)
             except LaneError as exc:  # a lane gone stale: _run opens another
                 self._failed(infohash, lane, exc)
         if asked is not None:
             started()
         self._pool.submit(self._run, infohash, peers, pieces, deliver, started, done, asked)
         return True
+
+    def is_open(self, infohash: str) -> bool:
+        """The torrent has a lane connected."""
+        with self._lock:
+            lane = self._lanes.get(infohash)
+            return lane is not None and not lane.closed
+
+    def prepare(self, infohash: str, peers: Callable[[], list[tuple[str, int]]]) -> bool:
+        """Open the torrent's lane in the background, if it has none, so that its first seek finds it open (a
+        connection, a handshake and an unchoke: three round trips). False: it has one, or is busy."""
+        with self._lock:
+            lane = self._lanes.get(infohash)
+            if infohash in self._busy or (lane is not None and not lane.closed):
+                return False
+            self._busy.add(infohash)
+        self._pool.submit(self._open, infohash, peers)
+        return True
+
+    def _open(self, infohash: str, peers: Callable[[], list[tuple[str, int]]]) -> None:
+        try:
+            self._lane(infohash, peers)
+        except Exception:
+            log.exception("seek lane of %s", infohash)
+        finally:
+            with self._lock:
+                self._busy.discard(infohash)
 
     def close(self, infohash: str | None = None) -> None:
         """Close the torrent's lane (None: every lane)."""
@@ -227,9 +278,14 @@ class SeekLanes:
         for lane in lanes:
             lane.close()
 
-    def shutdown(self) -> None:
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Close every lane and wait (`timeout` at most) for what runs on the pool: nothing may touch a torrent
+        handle once the session is gone."""
         self.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + timeout
+        for thread in list(getattr(self._pool, "_threads", ())):
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def _run(
         self,
@@ -263,11 +319,15 @@ class SeekLanes:
     def _failed(self, infohash: str, lane: PeerLane, exc: LaneError) -> None:
         """The lane is closed, and its peer left alone for a while."""
         log.debug("seek lane of %s: %s", infohash, exc)
+        self._drop(infohash, lane)
+        with self._lock:
+            self._refused[lane.endpoint] = time.monotonic()
+
+    def _drop(self, infohash: str, lane: PeerLane) -> None:
         lane.close()
         with self._lock:
             if self._lanes.get(infohash) is lane:
                 del self._lanes[infohash]
-            self._refused[lane.endpoint] = time.monotonic()
 
     def _lane(self, infohash: str, peers: Callable[[], list[tuple[str, int]]]) -> PeerLane | None:
         with self._lock:

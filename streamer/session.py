@@ -88,6 +88,7 @@ SEQUENTIAL_LEAD_BYTES = 16 * 1024 * 1024  # how far past the sequential download
 ESCALATE_AFTER = 1.5  # seconds a read waits on the sequential download before its piece gets a deadline
 READ_STEP_MS = 10  # a read's deadline: this times how many pieces ahead of its reader it is (so: in order)
 LANE_PIECES = 1  # a seek's first pieces asked for on its seek lane too (more: measured slower, see the README)
+LANE_PREPARE_EVERY = 5.0  # seconds between attempts to open a watched torrent's seek lane ahead of its seeks
 LANE_THROTTLE_MAX = 1.0  # seconds the rest of the download may be paused for a seek lane's piece, at most
 
 
@@ -355,6 +356,7 @@ class Torrent:
         self.held = -1  # the piece whose arrival ends the hold (the seek's first)
         self.throttled_until = 0.0  # the download is paused while a seek lane fetches (see _throttle)
         self.lane_pieces = 0  # pieces a seek lane brought (status: seek_lane_pieces)
+        self.lane_prepared = 0.0  # when its lane was last opened ahead of a seek (check_hold)
         self.deferred: set[int] = set()  # pieces readers wait for, asked for once the hold ends
         self.status: Any = None
         self.added_at = time.monotonic()
@@ -654,12 +656,14 @@ class Torrent:
     def _lane_peers(self, pieces: list[int]) -> list[tuple[str, int]]:
         """Endpoints for a seek lane: peers we connected to (their address is where they listen) that have
         `pieces` and speak plain BitTorrent over TCP; those that do not choke us first, then the fastest."""
-        if self.removed.is_set():
-            return []
+        with self.lock:  # (the session is not torn down meanwhile: see TorrentSession.stop)
+            if self.removed.is_set():
+                return []
+            connected = self.handle.get_peer_info()
         info = lt.peer_info
         peers = [
             p
-            for p in self.handle.get_peer_info()
+            for p in connected
             if p.flags & info.outgoing_connection
             and not p.flags & (info.connecting | info.handshake)
             and p.connection_type == info.standard_bittorrent
@@ -680,12 +684,12 @@ class Torrent:
             waiters = self.waiters.pop(piece.index, [])
             self.pending.pop(piece.index, None)
             self.awaited.discard(piece.index)
-            stored = bool(self.have[piece.index])
         for waiter in waiters:
             _resolve(waiter, data)
         self._unthrottle()
-        if not stored:  # libtorrent ignores it should the piece have come meanwhile
-            self.handle.add_piece(piece.index, data, 0)
+        with self.lock:
+            if not self.removed.is_set() and not self.have[piece.index]:  # libtorrent ignores it if it has it
+                self.handle.add_piece(piece.index, data, 0)
 
     def _hold_priorities(self, reader: Reader) -> None:
         """Every piece but the seeking reader's window and the next ones it misses after it gets priority 0
@@ -742,6 +746,17 @@ class Torrent:
                 self._end_hold()
             if self.throttled_until and now >= self.throttled_until:
                 self._unthrottle()
+            lanes = self.session.lanes
+            ready = self.ready.is_set() and self.ti is not None and not self.fetch_only and self.reader_count > 0
+            if (
+                lanes is not None
+                and ready
+                and now - self.lane_prepared >= LANE_PREPARE_EVERY
+                and self.session.network_open
+            ):
+                self.lane_prepared = now  # someone watches: have the lane open before their first seek
+                piece = max(0, min(self.front, self.num_pieces - 1))
+                lanes.prepare(self.infohash, lambda: self._lane_peers([piece]))
 
     # -- pieces ----------------------------------------------------------------------------------------------
     def request_piece(self, piece: int, lead: int = 0) -> Future[bytes]:
@@ -874,12 +889,12 @@ class Torrent:
             self.deferred.clear()
             self.hold = None
             self.held = -1
+            self.removed.set()  # under the lock: a seek lane's thread checks it there before it uses the handle
         for futures in waiters.values():
             for future in futures:
                 _fail(future, error)
         self.metadata.set(error)
         self.ready.set(error)
-        self.removed.set()
 
     # -- status ----------------------------------------------------------------------------------------------
     def contiguous_bytes(self, file: FileInfo, position: int) -> int:

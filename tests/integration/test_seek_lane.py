@@ -9,6 +9,7 @@ import os
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -42,11 +43,13 @@ def piece(media: Media, index: int) -> Piece:
 class FakePeer:
     """A peer on 127.0.0.1 that shakes hands and unchokes, then does `behaviour` with the requests it gets:
     "hang up" (closes at once, before the handshake), "choke" (chokes instead of answering), "garbage" (answers
-    every request with random bytes)."""
+    every request with random bytes), "chokes when idle" (chokes a connection 0.2 s after unchoking it, ignores
+    what it asks for then, and serves the media's bytes to a new one)."""
 
-    def __init__(self, infohash: str, behaviour: str) -> None:
+    def __init__(self, infohash: str, behaviour: str, media: Media | None = None) -> None:
         self.infohash = bytes.fromhex(infohash)
         self.behaviour = behaviour
+        self.media = media  # "chokes when idle" serves its bytes
         self.connections = 0
         self.server = socket.create_server(("127.0.0.1", 0))
         self.endpoint = ("127.0.0.1", self.server.getsockname()[1])
@@ -69,6 +72,8 @@ class FakePeer:
                 conn.recv(68)
                 conn.sendall(lanes.PROTOCOL + bytes(8) + self.infohash + b"-FK0001-" + os.urandom(6).hex().encode())
                 conn.sendall(struct.pack(">IB", 1, lanes.UNCHOKE))
+                if self.behaviour == "chokes when idle" and self.connections == 1:
+                    threading.Timer(0.2, conn.sendall, [struct.pack(">IB", 1, lanes.CHOKE)]).start()
                 reader = conn.makefile("rb")
                 while True:
                     (length,) = struct.unpack(">I", reader.read(4))
@@ -77,6 +82,11 @@ class FakePeer:
                         index, begin, size = struct.unpack(">III", body[1:13])
                         if self.behaviour == "choke":
                             conn.sendall(struct.pack(">IB", 1, lanes.CHOKE))
+                        elif self.behaviour == "chokes when idle":
+                            if self.connections > 1 and self.media is not None:
+                                length_ = pieces_of(self.media)[0]
+                                block = self.media.read(index * length_ + begin, index * length_ + begin + size)
+                                conn.sendall(struct.pack(">IBII", 9 + size, lanes.PIECE, index, begin) + block)
                         else:
                             block = os.urandom(size)
                             conn.sendall(struct.pack(">IBII", 9 + size, lanes.PIECE, index, begin) + block)
@@ -88,11 +98,11 @@ class FakePeer:
 
 
 @pytest.fixture
-def fake_peer() -> Iterator[Callable[[str, str], FakePeer]]:
+def fake_peer() -> Iterator[Callable[..., FakePeer]]:
     made: list[FakePeer] = []
 
-    def make(infohash: str, behaviour: str) -> FakePeer:
-        made.append(FakePeer(infohash, behaviour))
+    def make(infohash: str, behaviour: str, media: Media | None = None) -> FakePeer:
+        made.append(FakePeer(infohash, behaviour, media))
         return made[-1]
 
     yield make
@@ -124,7 +134,7 @@ def test_a_lane_fetches_a_piece_from_a_real_seeder_and_checks_its_hash(make_medi
 
 
 def test_a_lane_needs_the_same_torrent_and_a_peer_that_answers(
-    make_media_seeded: Callable[..., Media], fake_peer: Callable[[str, str], FakePeer]
+    make_media_seeded: Callable[..., Media], fake_peer: Callable[..., FakePeer]
 ) -> None:
     media = make_media_seeded(4 * MIB)
     with pytest.raises(LaneError):  # aria2c drops a handshake for a torrent it does not seed
@@ -140,7 +150,7 @@ def test_a_lane_needs_the_same_torrent_and_a_peer_that_answers(
 
 @pytest.mark.parametrize("behaviour", ["choke", "garbage", "hang up"])
 def test_a_peer_that_fails_a_lane_gets_nothing_served_and_is_left_alone(
-    make_media_seeded: Callable[..., Media], fake_peer: Callable[[str, str], FakePeer], behaviour: str
+    make_media_seeded: Callable[..., Media], fake_peer: Callable[..., FakePeer], behaviour: str
 ) -> None:
     media = make_media_seeded(4 * MIB, seeded=False)
     bad = fake_peer(media.infohash, behaviour)
@@ -171,14 +181,38 @@ def test_a_peer_that_fails_a_lane_gets_nothing_served_and_is_left_alone(
         pool.shutdown()
 
 
+def test_a_lane_choked_while_idle_is_replaced_by_a_new_one(
+    make_media_seeded: Callable[..., Media], fake_peer: Callable[..., FakePeer]
+) -> None:
+    media = make_media_seeded(4 * MIB, seeded=False)
+    peer = fake_peer(media.infohash, "chokes when idle", media)
+    pool = SeekLanes()
+    got: list[tuple[int, bytes]] = []
+    finished = threading.Event()
+    try:
+        assert pool.prepare(media.infohash, lambda: [peer.endpoint])  # opened ahead of a seek
+        wait_until(lambda: pool.is_open(media.infohash), 10, "the lane")
+        time.sleep(0.5)  # it is choked meanwhile
+        wanted = piece(media, 3)
+        assert pool.fetch(media.infohash, lambda: [peer.endpoint], [wanted], lambda p, d: got.append((p.index, d)),
+                          done=finished.set)  # fmt: skip
+        assert finished.wait(10)
+        length, _ = pieces_of(media)
+        assert got == [(3, media.read(3 * length, 4 * length))]
+        assert peer.connections == 2  # the choked lane was dropped, a new one asked
+    finally:
+        pool.shutdown()
+
+
 def test_a_seek_gets_its_piece_from_the_lane_and_the_download_its_speed_back(
     stream_platform: Callable[..., Any],
     make_media_seeded: Callable[..., Media],
     make_streamer: Callable[..., Streamer],
 ) -> None:
     stream_platform()  # the emulator, for the streamer's VPN gate and Storage records
-    media = make_media_seeded(32 * MIB)
-    limit = 8 * MIB  # bytes per second: the seeks' pieces are not downloaded yet, and the limit comes back after
+    media = make_media_seeded(64 * MIB)
+    limit = 4 * MIB  # bytes per second: the seeks' pieces are neither here nor next in line (a seek's hold, so a
+    # lane fetch, is for a piece more than 16 MiB past the download's front), and the limit comes back after
     streamer = make_streamer(download_limit=limit)
     torrent = streamer.session.add(TorrentSource(media.infohash, magnet=media.magnet))
     assert torrent.ready.wait(30)
@@ -191,6 +225,11 @@ def test_a_seek_gets_its_piece_from_the_lane_and_the_download_its_speed_back(
         on_lane_piece(p, data)
 
     torrent.on_lane_piece = record  # type: ignore[method-assign]
+    lanes = streamer.session.lanes
+    assert lanes is not None
+    player = torrent.open_reader(file, 0, seek=False)  # someone watches (no seek): the lane opens ahead of one
+    wait_until(lambda: lanes.is_open(media.infohash), 10, "the lane opened ahead of a seek")
+    assert delivered == []
     for fraction in (0.5, 0.9):
         position = int(file.size * fraction)
         assert not torrent.have[torrent.piece_at(file, position)]
@@ -203,6 +242,8 @@ def test_a_seek_gets_its_piece_from_the_lane_and_the_download_its_speed_back(
             assert torrent.handle.download_limit() == limit
             wait_until(lambda r=reader: torrent.have[r.piece], 10, "the lane's piece stored")  # type: ignore[misc]
     assert torrent.snapshot()["seek_lane_pieces"] >= 2
+    player.close()
+    torrent.handle.set_download_limit(0)
     wait_until(lambda: all(torrent.have), TIMEOUT, "the whole file")  # the download goes on after the seeks
     assert (
         media.sha256
@@ -216,7 +257,7 @@ def test_a_seek_whose_lane_peer_lies_gets_the_right_bytes_from_libtorrent(
     stream_platform: Callable[..., Any],
     make_media_seeded: Callable[..., Media],
     make_streamer: Callable[..., Streamer],
-    fake_peer: Callable[[str, str], FakePeer],
+    fake_peer: Callable[..., FakePeer],
 ) -> None:
     stream_platform()
     media = make_media_seeded(32 * MIB)
