@@ -88,7 +88,7 @@ SEQUENTIAL_LEAD_BYTES = 16 * 1024 * 1024  # how far past the sequential download
 ESCALATE_AFTER = 1.5  # seconds a read waits on the sequential download before its piece gets a deadline
 READ_STEP_MS = 10  # a read's deadline: this times how many pieces ahead of its reader it is (so: in order)
 LANE_PIECES = 1  # a seek's first pieces asked for on its seek lane too (more: measured slower, see the README)
-LANE_PREPARE_EVERY = 5.0  # seconds between attempts to open a watched torrent's seek lane ahead of its seeks
+LANE_PREPARE_EVERY = 2.0  # seconds between attempts to open a watched torrent's seek lane ahead of its seeks
 LANE_THROTTLE_MAX = 1.0  # seconds the rest of the download may be paused for a seek lane's piece, at most
 
 
@@ -746,17 +746,17 @@ class Torrent:
                 self._end_hold()
             if self.throttled_until and now >= self.throttled_until:
                 self._unthrottle()
-            lanes = self.session.lanes
-            ready = self.ready.is_set() and self.ti is not None and not self.fetch_only and self.reader_count > 0
-            if (
-                lanes is not None
-                and ready
-                and now - self.lane_prepared >= LANE_PREPARE_EVERY
-                and self.session.network_open
-            ):
-                self.lane_prepared = now  # someone watches: have the lane open before their first seek
-                piece = max(0, min(self.front, self.num_pieces - 1))
-                lanes.prepare(self.infohash, lambda: self._lane_peers([piece]))
+            if self.reader_count > 0 and now - self.lane_prepared >= LANE_PREPARE_EVERY:
+                self._prepare_lane(now)  # someone watches: have the lane open before their first seek
+
+    def _prepare_lane(self, now: float) -> None:
+        """Open the seek lane in the background if there is none (under the lock): a seek then finds it open."""
+        lanes = self.session.lanes
+        if lanes is None or self.fetch_only or not self.ready.is_set() or not self.session.network_open:
+            return
+        self.lane_prepared = now
+        piece = max(0, min(self.front, self.num_pieces - 1))
+        lanes.prepare(self.infohash, lambda: self._lane_peers([piece]))
 
     # -- pieces ----------------------------------------------------------------------------------------------
     def request_piece(self, piece: int, lead: int = 0) -> Future[bytes]:
@@ -805,6 +805,8 @@ class Torrent:
             if piece < len(self.have):
                 self.have[piece] = 1
                 self.verified[piece] = 1  # the alert comes once the piece passed its hash check
+                if not self.flowing:  # a peer is sending: its lane can open now, before the player's first seek
+                    self._prepare_lane(time.monotonic())
                 self.flowing = True
                 if piece == self.front:
                     self._advance_front()
