@@ -215,13 +215,12 @@ class SeekLanes:
         peers: Callable[[], list[tuple[str, int]]],
         pieces: list[Piece],
         deliver: Callable[[Piece, bytes], None],
-        started: Callable[[], None] = lambda: None,
         done: Callable[[], None] = lambda: None,
     ) -> bool:
         """Fetch `pieces` on the torrent's lane (`peers`: endpoints that have them, best first, asked only when no
         lane is open). On an open lane the requests go out from the calling thread, at once; the rest runs on the
-        pool. `started` is called once the requests went out, `done` once the fetch ended, however. False: a fetch
-        of the torrent's is still running, nothing started."""
+        pool. `done` is called once the fetch ended, however. False: a fetch of the torrent's is still running,
+        nothing started."""
         with self._lock:
             if infohash in self._busy or not pieces:
                 return False
@@ -237,10 +236,13 @@ class SeekLanes:
                     self._drop(infohash, lane)
             except LaneError as exc:  # a lane gone stale: _run opens another
                 self._failed(infohash, lane, exc)
-        if asked is not None:
-            started()
-        self._pool.submit(self._run, infohash, peers, pieces, deliver, started, done, asked)
+        self._pool.submit(self._run, infohash, peers, pieces, deliver, done, asked)
         return True
+
+    def busy(self, infohash: str) -> bool:
+        """A fetch or an opening of the torrent's lane is running (a seek meanwhile is left to libtorrent)."""
+        with self._lock:
+            return infohash in self._busy
 
     def is_open(self, infohash: str) -> bool:
         """The torrent has a lane connected."""
@@ -293,7 +295,6 @@ class SeekLanes:
         peers: Callable[[], list[tuple[str, int]]],
         pieces: list[Piece],
         deliver: Callable[[Piece, bytes], None],
-        started: Callable[[], None],
         done: Callable[[], None],
         asked: PeerLane | None,
     ) -> None:
@@ -304,7 +305,6 @@ class SeekLanes:
                 if lane is None:
                     return
                 lane.request(pieces)
-                started()
             lane.receive(pieces, deliver)
         except LaneError as exc:
             if lane is not None:

@@ -89,7 +89,6 @@ ESCALATE_AFTER = 1.5  # seconds a read waits on the sequential download before i
 READ_STEP_MS = 10  # a read's deadline: this times how many pieces ahead of its reader it is (so: in order)
 LANE_PIECES = 1  # a seek's first pieces asked for on its seek lane too (more: measured slower, see the README)
 LANE_PREPARE_EVERY = 2.0  # seconds between attempts to open a watched torrent's seek lane ahead of its seeks
-LANE_THROTTLE_MAX = 1.0  # seconds the rest of the download may be paused for a seek lane's piece, at most
 
 
 class StreamerError(ProjectionistError):
@@ -354,7 +353,6 @@ class Torrent:
         self.hold: Reader | None = None  # a seek the rest of the download waits for (see _hold)
         self.hold_until = 0.0
         self.held = -1  # the piece whose arrival ends the hold (the seek's first)
-        self.throttled_until = 0.0  # the download is paused while a seek lane fetches (see _throttle)
         self.lane_pieces = 0  # pieces a seek lane brought (status: seek_lane_pieces)
         self.lane_prepared = 0.0  # when its lane was last opened ahead of a seek (check_hold)
         self.deferred: set[int] = set()  # pieces readers wait for, asked for once the hold ends
@@ -636,22 +634,7 @@ class Torrent:
         ]
         indexes = [p.index for p in pieces]
         peers = lambda: self._lane_peers(indexes)  # noqa: E731
-        lanes.fetch(self.infohash, peers, pieces, self.on_lane_piece, self._throttle, self._unthrottle)
-
-    def _throttle(self) -> None:
-        """A seek lane's requests go out. The peers go on sending what they had queued on the other connections,
-        and the lane's piece shares their upload (and this machine's CPU) with it: the rest of the download stops
-        until the piece is in (LANE_THROTTLE_MAX at most)."""
-        with self.lock:
-            if not self.removed.is_set() and not self.throttled_until:
-                self.throttled_until = time.monotonic() + LANE_THROTTLE_MAX
-                self.handle.set_download_limit(1)
-
-    def _unthrottle(self) -> None:
-        with self.lock:
-            if self.throttled_until and not self.removed.is_set():
-                self.handle.set_download_limit(self.config.download_limit)
-            self.throttled_until = 0.0
+        lanes.fetch(self.infohash, peers, pieces, self.on_lane_piece)
 
     def _lane_peers(self, pieces: list[int]) -> list[tuple[str, int]]:
         """Endpoints for a seek lane: peers we connected to (their address is where they listen) that have
@@ -686,7 +669,6 @@ class Torrent:
             self.awaited.discard(piece.index)
         for waiter in waiters:
             _resolve(waiter, data)
-        self._unthrottle()
         with self.lock:
             if not self.removed.is_set() and not self.have[piece.index]:  # libtorrent ignores it if it has it
                 self.handle.add_piece(piece.index, data, 0)
@@ -744,8 +726,6 @@ class Torrent:
         with self.lock:
             if self.hold is not None and (now >= self.hold_until or self.have[self.held]):
                 self._end_hold()
-            if self.throttled_until and now >= self.throttled_until:
-                self._unthrottle()
             if self.reader_count > 0 and now - self.lane_prepared >= LANE_PREPARE_EVERY:
                 self._prepare_lane(now)  # someone watches: have the lane open before their first seek
 

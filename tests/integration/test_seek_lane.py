@@ -1,6 +1,6 @@
 """Seek lanes (streamer/lane.py): a second connection to a real seeder (aria2c) that fetches a seek's first piece,
 checked against its hash; and peers that misbehave (hang up, choke, send the wrong bytes), which must leave the
-seek to libtorrent with nothing wrong served and the download's speed limit given back."""
+seek to libtorrent with nothing wrong served."""
 
 from __future__ import annotations
 
@@ -166,14 +166,12 @@ def test_a_peer_that_fails_a_lane_gets_nothing_served_and_is_left_alone(
                 lambda: [bad.endpoint],
                 [piece(media, 1)],
                 lambda p, data: events.append(("delivered", p.index)),
-                lambda: events.append("started"),
                 finished.set,
             )
 
         assert fetch()
         assert finished.wait(10)
-        assert ("delivered", 1) not in events
-        assert events == ([] if behaviour == "hang up" else ["started"])
+        assert events == []
         assert bad.connections == 1
         assert fetch() and finished.wait(10)  # the peer is not asked again for a while
         assert bad.connections == 1 and ("delivered", 1) not in events
@@ -204,7 +202,7 @@ def test_a_lane_choked_while_idle_is_replaced_by_a_new_one(
         pool.shutdown()
 
 
-def test_a_seek_gets_its_piece_from_the_lane_and_the_download_its_speed_back(
+def test_a_seek_gets_its_piece_from_the_lane_and_the_download_goes_on(
     stream_platform: Callable[..., Any],
     make_media_seeded: Callable[..., Media],
     make_streamer: Callable[..., Streamer],
@@ -228,7 +226,7 @@ def test_a_seek_gets_its_piece_from_the_lane_and_the_download_its_speed_back(
     lanes = streamer.session.lanes
     assert lanes is not None
     player = torrent.open_reader(file, 0, seek=False)  # someone watches (no seek): the lane opens ahead of one
-    wait_until(lambda: lanes.is_open(media.infohash), 10, "the lane opened ahead of a seek")
+    wait_until(lambda: lanes.is_open(media.infohash) and not lanes.busy(media.infohash), 10, "the lane, ahead")
     assert delivered == []
     for fraction in (0.5, 0.9):
         position = int(file.size * fraction)
@@ -238,8 +236,7 @@ def test_a_seek_gets_its_piece_from_the_lane_and_the_download_its_speed_back(
             data = reader.request(reader.piece).result(timeout=TIMEOUT)
             assert data == media.read(start, start + len(data)) and len(data) == torrent.piece_length
             wait_until(lambda r=reader: r.piece in delivered, 10, "the lane's piece")  # type: ignore[misc]
-            wait_until(lambda: torrent.throttled_until == 0.0, 10, "the throttle's end")
-            assert torrent.handle.download_limit() == limit
+            assert torrent.handle.download_limit() == limit  # the lane leaves the download alone
             wait_until(lambda r=reader: torrent.have[r.piece], 10, "the lane's piece stored")  # type: ignore[misc]
     assert torrent.snapshot()["seek_lane_pieces"] >= 2
     player.close()
@@ -260,12 +257,16 @@ def test_a_seek_whose_lane_peer_lies_gets_the_right_bytes_from_libtorrent(
     fake_peer: Callable[..., FakePeer],
 ) -> None:
     stream_platform()
-    media = make_media_seeded(32 * MIB)
-    streamer = make_streamer(download_limit=8 * MIB)
+    media = make_media_seeded(64 * MIB)
+    streamer = make_streamer(download_limit=4 * MIB)  # (the seek's piece is neither here nor next in line)
     torrent = streamer.session.add(TorrentSource(media.infohash, magnet=media.magnet))
     assert torrent.ready.wait(30)
     liar = fake_peer(media.infohash, "garbage")
+    lanes = streamer.session.lanes
+    assert lanes is not None
+    wait_until(lambda: lanes.is_open(media.infohash) and not lanes.busy(media.infohash), 10, "the lane to aria2c")
     torrent._lane_peers = lambda pieces: [liar.endpoint]  # type: ignore[method-assign]
+    lanes.close(media.infohash)  # (opened once the first piece came) the next one goes to the liar
     file = torrent.file()
     position = file.size * 3 // 4
     assert not torrent.have[torrent.piece_at(file, position)]
@@ -274,5 +275,3 @@ def test_a_seek_whose_lane_peer_lies_gets_the_right_bytes_from_libtorrent(
         assert reader.request(reader.piece).result(timeout=TIMEOUT) == media.read(start, start + torrent.piece_length)
     assert liar.connections == 1  # the lane went to it, and what it sent was never served
     assert torrent.lane_pieces == 0
-    wait_until(lambda: torrent.throttled_until == 0.0, 10, "the throttle's end")
-    assert torrent.handle.download_limit() == 8 * MIB
