@@ -258,17 +258,8 @@ class SeekLanes:
             if infohash in self._busy or (lane is not None and not lane.closed):
                 return False
             self._busy.add(infohash)
-        self._pool.submit(self._open, infohash, peers)
+        self._pool.submit(self._run, infohash, peers, [], lambda piece, data: None, lambda: None, None)
         return True
-
-    def _open(self, infohash: str, peers: Callable[[], list[tuple[str, int]]]) -> None:
-        try:
-            self._lane(infohash, peers)
-        except Exception:
-            log.exception("seek lane of %s", infohash)
-        finally:
-            with self._lock:
-                self._busy.discard(infohash)
 
     def close(self, infohash: str | None = None) -> None:
         """Close the torrent's lane (None: every lane)."""
@@ -280,14 +271,11 @@ class SeekLanes:
         for lane in lanes:
             lane.close()
 
-    def shutdown(self, timeout: float = 5.0) -> None:
-        """Close every lane and wait (`timeout` at most) for what runs on the pool: nothing may touch a torrent
-        handle once the session is gone."""
+    def shutdown(self) -> None:
+        """Close every lane and wait for what runs on the pool (a read on a closed lane ends at once; a connection
+        being opened within CONNECT_TIMEOUT): nothing may touch a torrent handle once the session is gone."""
         self.close()
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        deadline = time.monotonic() + timeout
-        for thread in list(getattr(self._pool, "_threads", ())):
-            thread.join(max(0.0, deadline - time.monotonic()))
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
     def _run(
         self,
@@ -298,11 +286,12 @@ class SeekLanes:
         done: Callable[[], None],
         asked: PeerLane | None,
     ) -> None:
+        """A fetch (`asked`: a lane its requests went out on already), or with no pieces an opening."""
         lane = asked
         try:
             if lane is None:
                 lane = self._lane(infohash, peers)
-                if lane is None:
+                if lane is None or not pieces:
                     return
                 lane.request(pieces)
             lane.receive(pieces, deliver)
@@ -318,10 +307,13 @@ class SeekLanes:
 
     def _failed(self, infohash: str, lane: PeerLane, exc: LaneError) -> None:
         """The lane is closed, and its peer left alone for a while."""
-        log.debug("seek lane of %s: %s", infohash, exc)
         self._drop(infohash, lane)
+        self._refuse(infohash, lane.endpoint, exc)
+
+    def _refuse(self, infohash: str, endpoint: tuple[str, int], exc: LaneError) -> None:
+        log.debug("seek lane of %s: %s", infohash, exc)
         with self._lock:
-            self._refused[lane.endpoint] = time.monotonic()
+            self._refused[endpoint] = time.monotonic()
 
     def _drop(self, infohash: str, lane: PeerLane) -> None:
         lane.close()
@@ -344,9 +336,7 @@ class SeekLanes:
             try:
                 lane = PeerLane(endpoint, infohash, self.bind)
             except LaneError as exc:
-                log.debug("seek lane of %s: %s", infohash, exc)
-                with self._lock:
-                    self._refused[endpoint] = time.monotonic()
+                self._refuse(infohash, endpoint, exc)
                 continue
             with self._lock:
                 old = self._lanes.get(infohash)

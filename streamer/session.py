@@ -354,7 +354,7 @@ class Torrent:
         self.hold_until = 0.0
         self.held = -1  # the piece whose arrival ends the hold (the seek's first)
         self.lane_pieces = 0  # pieces a seek lane brought (status: seek_lane_pieces)
-        self.lane_prepared = 0.0  # when its lane was last opened ahead of a seek (check_hold)
+        self.lane_prepared = 0.0  # when its lane was last opened ahead of a seek (tick)
         self.deferred: set[int] = set()  # pieces readers wait for, asked for once the hold ends
         self.status: Any = None
         self.added_at = time.monotonic()
@@ -663,10 +663,7 @@ class Torrent:
             if self.removed.is_set():
                 return
             self.lane_pieces += 1
-            self.session.cache.put((self.infohash, piece.index), data)
-            waiters = self.waiters.pop(piece.index, [])
-            self.pending.pop(piece.index, None)
-            self.awaited.discard(piece.index)
+            waiters = self._serve(piece.index, data)
         for waiter in waiters:
             _resolve(waiter, data)
         with self.lock:
@@ -722,7 +719,8 @@ class Torrent:
                 priorities[piece] = PRIORITY_TOP
         return priorities
 
-    def check_hold(self, now: float) -> None:
+    def tick(self, now: float) -> None:
+        """The alert loop's regular look (UPDATE_EVERY): a hold past its time ends, a watched torrent's lane opens."""
         with self.lock:
             if self.hold is not None and (now >= self.hold_until or self.have[self.held]):
                 self._end_hold()
@@ -742,15 +740,11 @@ class Torrent:
     def request_piece(self, piece: int, lead: int = 0) -> Future[bytes]:
         """The bytes of `piece`, from the cache, or from libtorrent as soon as it has them."""
         future: Future[bytes] = Future()
-        data = self.session.cache.get((self.infohash, piece))
-        if data is not None:
-            _resolve(future, data)
-            return future
         with self.lock:
             if self.removed.is_set():
                 _fail(future, TorrentGoneError(f"torrent {self.infohash} left the session"))
                 return future
-            data = self.session.cache.get((self.infohash, piece))  # a seek lane's piece may have just come
+            data = self.session.cache.get((self.infohash, piece))
             if data is not None:
                 _resolve(future, data)
                 return future
@@ -822,10 +816,17 @@ class Torrent:
                     else:
                         self._ask(piece)  # it is not downloaded yet: the deadline brings it
                 return
-            waiters = self.waiters.pop(piece, [])
-        self.session.cache.put((self.infohash, piece), data)
+            waiters = self._serve(piece, data)
         for waiter in waiters:
             _resolve(waiter, data)
+
+    def _serve(self, piece: int, data: bytes) -> list[Future[bytes]]:
+        """Keep `piece`'s bytes and take its waiters (under the lock, like request_piece's look into the cache, so
+        that a request can miss neither); the caller resolves them outside it."""
+        self.session.cache.put((self.infohash, piece), data)
+        self.pending.pop(piece, None)
+        self.awaited.discard(piece)
+        return self.waiters.pop(piece, [])
 
     def retry_reads(self, now: float) -> None:
         """Reads of pieces we have that got no answer (a dropped alert, a failed read) are asked again."""
@@ -1273,7 +1274,7 @@ class TorrentSession:
                     session.post_torrent_updates(0)  # the basic status: no piece lists
                     for torrent in self.torrents():
                         torrent.retry_reads(now)
-                        torrent.check_hold(now)
+                        torrent.tick(now)
                         self._reannounce_if_stalled(torrent, now)
             except Exception:
                 log.exception("alert loop")
