@@ -12,7 +12,9 @@ A lane only races libtorrent: the seek's pieces keep their deadlines in the sess
 served. A lane's piece is checked against the torrent's SHA-1 piece hash before a reader sees it and is then
 handed to libtorrent (`add_piece`), which stores it like a downloaded one. Anything going wrong (a peer refusing a
 second connection from our address, a choke, a timeout, a bad hash) closes the lane and leaves the seek to
-libtorrent; a peer that refused is not asked again for a while.
+libtorrent; a peer that refused is not asked again for a while. An idle lane sends keep-alives while someone
+watches (peers drop connections silent for two minutes), and one its peer closes after a while idle is reopened,
+not taken for a refusal.
 
 The peer wire protocol (BEP 3) spoken here is the least a downloader needs: handshake, interested, request and the
 messages a peer may send back (choke, unchoke, have, bitfield, piece, keep-alive; no extensions are offered, so
@@ -32,6 +34,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from chalicelib.observability import logger as log
 
@@ -42,11 +45,18 @@ MAX_MESSAGE = BLOCK + 64 * 1024  # a piece message is a block and its header; a 
 CONNECT_TIMEOUT = 2.0  # seconds to connect, shake hands and be unchoked
 FETCH_TIMEOUT = 5.0  # seconds for the pieces of one seek (libtorrent brings them anyway)
 REFUSED_FOR = 300.0  # seconds a peer that would not serve a lane is left alone
+KEEPALIVE_EVERY = 60.0  # seconds an open lane stays silent before it sends a keep-alive (peers drop a connection
+# silent for 2 minutes: BEP 3, and libtorrent's peer_timeout)
+STEADY_AFTER = 30.0  # seconds: a lane its peer closes while idle after at least this long is replaced, not refused
 QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 
 
 class LaneError(Exception):
     """The lane cannot serve: the seek is left to libtorrent."""
+
+
+class LaneClosed(LaneError):
+    """The peer closed the lane (or reset it)."""
 
 
 def peer_id() -> bytes:
@@ -70,6 +80,8 @@ class PeerLane:
         self.choked = True
         self.closed = False
         self._buffer = bytearray()
+        self.opened_at = time.monotonic()
+        self.last_sent = self.opened_at  # when a message last went to the peer (keep_alive)
         deadline = time.monotonic() + CONNECT_TIMEOUT
         try:
             self.sock = socket.create_connection(
@@ -109,7 +121,8 @@ class PeerLane:
                 )
             )
         except OSError as exc:
-            raise LaneError(f"{self.endpoint}: {exc}") from exc
+            raise LaneClosed(f"{self.endpoint}: {exc}") from exc
+        self.last_sent = time.monotonic()
 
     def receive(self, pieces: list[Piece], deliver: Callable[[Piece, bytes], None]) -> None:
         """Hand each of the `pieces` asked for to `deliver` as soon as it is in and matches its hash (in the order
@@ -141,15 +154,27 @@ class PeerLane:
             while True:
                 chunk = self.sock.recv(1 << 16)
                 if not chunk:
-                    raise LaneError(f"{self.endpoint} closed the lane")
+                    raise LaneClosed(f"{self.endpoint} closed the lane")
                 self._buffer += chunk
         except BlockingIOError:
             pass
         except OSError as exc:
-            raise LaneError(f"{self.endpoint}: {exc}") from exc
+            raise LaneClosed(f"{self.endpoint}: {exc}") from exc
         while len(self._buffer) >= 4 and len(self._buffer) >= 4 + struct.unpack_from(">I", self._buffer)[0]:
             self._message(time.monotonic() + CONNECT_TIMEOUT)  # a whole message is buffered: no wait
         return not self.choked
+
+    def keep_alive(self, now: float | None = None) -> None:
+        """Send a keep-alive if nothing went to the peer for KEEPALIVE_EVERY (a peer drops a silent connection)."""
+        now = time.monotonic() if now is None else now
+        if now - self.last_sent < KEEPALIVE_EVERY:
+            return
+        self.sock.settimeout(CONNECT_TIMEOUT)
+        try:
+            self.sock.sendall(bytes(4))
+        except OSError as exc:
+            raise LaneClosed(f"{self.endpoint}: {exc}") from exc
+        self.last_sent = now
 
     def close(self) -> None:
         """Close the connection; a read waiting on it (another thread's) ends at once."""
@@ -186,10 +211,12 @@ class PeerLane:
             self.sock.settimeout(left)
             try:
                 chunk = self.sock.recv(1 << 20)
+            except TimeoutError as exc:
+                raise LaneError(f"{self.endpoint} timed out") from exc
             except OSError as exc:
-                raise LaneError(f"{self.endpoint}: {exc}") from exc
+                raise LaneClosed(f"{self.endpoint}: {exc}") from exc
             if not chunk:
-                raise LaneError(f"{self.endpoint} closed the lane")
+                raise LaneClosed(f"{self.endpoint} closed the lane")
             self._buffer += chunk
             if QUICKACK is not None:  # Linux clears it after each ACK: ask again for the next one
                 self.sock.setsockopt(socket.IPPROTO_TCP, QUICKACK, 1)
@@ -219,8 +246,8 @@ class SeekLanes:
     ) -> bool:
         """Fetch `pieces` on the torrent's lane (`peers`: endpoints that have them, best first, asked only when no
         lane is open). On an open lane the requests go out from the calling thread, at once; the rest runs on the
-        pool. `done` is called once the fetch ended, however. False: a fetch of the torrent's is still running,
-        nothing started."""
+        pool. `done` is called once the fetch ended, however. False: a fetch of the torrent's is still running (or
+        the lanes are shut down), nothing started."""
         with self._lock:
             if infohash in self._busy or not pieces:
                 return False
@@ -234,10 +261,11 @@ class SeekLanes:
                     asked = lane
                 else:  # choked while idle: _run opens another (a new connection is unchoked if the peer has room)
                     self._drop(infohash, lane)
-            except LaneError as exc:  # a lane gone stale: _run opens another
+            except LaneClosed as exc:  # closed while idle: _run opens another (unless the peer did so at once)
+                self._lost_idle(infohash, lane, exc)
+            except LaneError as exc:  # it sent something wrong meanwhile
                 self._failed(infohash, lane, exc)
-        self._pool.submit(self._run, infohash, peers, pieces, deliver, done, asked)
-        return True
+        return self._submit(infohash, peers, pieces, deliver, done, asked)
 
     def busy(self, infohash: str) -> bool:
         """A fetch or an opening of the torrent's lane is running (a seek meanwhile is left to libtorrent)."""
@@ -251,15 +279,27 @@ class SeekLanes:
             return lane is not None and not lane.closed
 
     def prepare(self, infohash: str, peers: Callable[[], list[tuple[str, int]]]) -> bool:
-        """Open the torrent's lane in the background, if it has none, so that its first seek finds it open (a
-        connection, a handshake and an unchoke: three round trips). False: it has one, or is busy."""
+        """Have the torrent's lane open for its next seek: open one in the background if it has none (a connection,
+        a handshake and an unchoke: three round trips); keep an open one alive (a keep-alive once it has been quiet
+        for KEEPALIVE_EVERY), and replace it if its peer closed it meanwhile. Called now and then while someone
+        watches. False: nothing started (a lane is open and well, or a fetch runs)."""
         with self._lock:
-            lane = self._lanes.get(infohash)
-            if infohash in self._busy or (lane is not None and not lane.closed):
+            if infohash in self._busy:
                 return False
-            self._busy.add(infohash)
-        self._pool.submit(self._run, infohash, peers, [], lambda piece, data: None, lambda: None, None)
-        return True
+            self._busy.add(infohash)  # nobody else reads or writes its socket meanwhile
+            lane = self._lanes.get(infohash)
+        if lane is not None and not lane.closed:
+            try:
+                lane.catch_up()  # (one choked meanwhile is kept: a seek replaces it, so as not to churn connections)
+                lane.keep_alive()
+                with self._lock:
+                    self._busy.discard(infohash)
+                return False
+            except LaneClosed as exc:
+                self._lost_idle(infohash, lane, exc)
+            except LaneError as exc:
+                self._failed(infohash, lane, exc)
+        return self._submit(infohash, peers, [], lambda piece, data: None, lambda: None, None)
 
     def close(self, infohash: str | None = None) -> None:
         """Close the torrent's lane (None: every lane)."""
@@ -276,6 +316,16 @@ class SeekLanes:
         being opened within CONNECT_TIMEOUT): nothing may touch a torrent handle once the session is gone."""
         self.close()
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _submit(self, infohash: str, *args: Any) -> bool:
+        """Run `_run` on the pool; False once the pool is shut down (the session is stopping)."""
+        try:
+            self._pool.submit(self._run, infohash, *args)
+        except RuntimeError:
+            with self._lock:
+                self._busy.discard(infohash)
+            return False
+        return True
 
     def _run(
         self,
@@ -309,6 +359,16 @@ class SeekLanes:
         """The lane is closed, and its peer left alone for a while."""
         self._drop(infohash, lane)
         self._refuse(infohash, lane.endpoint, exc)
+
+    def _lost_idle(self, infohash: str, lane: PeerLane, exc: LaneError) -> None:
+        """The peer closed the lane while it was idle: a peer drops connections it finds idle (a player paused
+        for minutes sends no keep-alives), so a lane that had been open a while is only replaced; one closed soon
+        after it opened marks a peer that will not keep one, left alone like a refusal."""
+        if time.monotonic() - lane.opened_at >= STEADY_AFTER:
+            log.debug("seek lane of %s: %s; opening another", infohash, exc)
+            self._drop(infohash, lane)
+        else:
+            self._failed(infohash, lane, exc)
 
     def _refuse(self, infohash: str, endpoint: tuple[str, int], exc: LaneError) -> None:
         log.debug("seek lane of %s: %s", infohash, exc)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,7 @@ class SampleSeeder:
     torrent: bytes
     folder: Path
     port: int = 0
+    settings: dict[str, Any] = field(default_factory=dict)  # further libtorrent settings (tests: a peer_timeout)
 
     def start(self) -> SampleSeeder:
         lt: Any = importlib.import_module("libtorrent")  # its bindings' types are not checked here
@@ -83,6 +84,7 @@ class SampleSeeder:
             "connection_speed": 0,
             "allow_multiple_connections_per_ip": True,
             "alert_mask": 0,
+            **self.settings,
         }
         self._session: Any = lt.session(settings)
         params = lt.add_torrent_params()

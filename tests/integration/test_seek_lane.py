@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from infra.local.media import SampleSeeder
 from streamer import lane as lanes
 from streamer.lane import LaneError, PeerLane, Piece, SeekLanes
 from streamer.server import Streamer
@@ -35,6 +36,15 @@ def pieces_of(media: Media) -> tuple[int, list[bytes]]:
     return ti.piece_length(), [bytes(ti.hash_for_piece(i)) for i in range(ti.num_pieces())]
 
 
+def serves(endpoint: tuple[str, int], infohash: str) -> bool:
+    """A lane to `endpoint` opens (a libtorrent seeder resets connections for a moment after it started)."""
+    try:
+        PeerLane(endpoint, infohash).close()
+    except LaneError:
+        return False
+    return True
+
+
 def piece(media: Media, index: int) -> Piece:
     length, hashes = pieces_of(media)
     return Piece(index, min(length, media.size - index * length), hashes[index])
@@ -44,7 +54,8 @@ class FakePeer:
     """A peer on 127.0.0.1 that shakes hands and unchokes, then does `behaviour` with the requests it gets:
     "hang up" (closes at once, before the handshake), "choke" (chokes instead of answering), "garbage" (answers
     every request with random bytes), "chokes when idle" (chokes a connection 0.2 s after unchoking it, ignores
-    what it asks for then, and serves the media's bytes to a new one)."""
+    what it asks for then, and serves the media's bytes to a new one), "closes when idle" (closes a connection
+    0.2 s after unchoking it, and serves the media's bytes to a new one)."""
 
     def __init__(self, infohash: str, behaviour: str, media: Media | None = None) -> None:
         self.infohash = bytes.fromhex(infohash)
@@ -74,6 +85,8 @@ class FakePeer:
                 conn.sendall(struct.pack(">IB", 1, lanes.UNCHOKE))
                 if self.behaviour == "chokes when idle" and self.connections == 1:
                     threading.Timer(0.2, conn.sendall, [struct.pack(">IB", 1, lanes.CHOKE)]).start()
+                if self.behaviour == "closes when idle" and self.connections == 1:
+                    threading.Timer(0.2, conn.shutdown, [socket.SHUT_RDWR]).start()
                 reader = conn.makefile("rb")
                 while True:
                     (length,) = struct.unpack(">I", reader.read(4))
@@ -82,7 +95,7 @@ class FakePeer:
                         index, begin, size = struct.unpack(">III", body[1:13])
                         if self.behaviour == "choke":
                             conn.sendall(struct.pack(">IB", 1, lanes.CHOKE))
-                        elif self.behaviour == "chokes when idle":
+                        elif self.behaviour in ("chokes when idle", "closes when idle"):
                             if self.connections > 1 and self.media is not None:
                                 length_ = pieces_of(self.media)[0]
                                 block = self.media.read(index * length_ + begin, index * length_ + begin + size)
@@ -275,3 +288,69 @@ def test_a_seek_whose_lane_peer_lies_gets_the_right_bytes_from_libtorrent(
         assert reader.request(reader.piece).result(timeout=TIMEOUT) == media.read(start, start + torrent.piece_length)
     assert liar.connections == 1  # the lane went to it, and what it sent was never served
     assert torrent.lane_pieces == 0
+
+
+def test_a_lane_kept_alive_outlasts_the_peers_idle_timeout_and_one_dropped_while_idle_is_replaced(
+    make_media_seeded: Callable[..., Media], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A libtorrent seeder that drops a connection silent for 2 s (peer_timeout; 120 s by default), as a peer does
+    # to a lane while the player watches without seeking.
+    media = make_media_seeded(4 * MIB, seeded=False)
+    seeder = SampleSeeder(media.torrent.read_bytes(), media.data.parent, settings={"peer_timeout": 2}).start()
+    endpoint = ("127.0.0.1", seeder.port)
+    wait_until(lambda: serves(endpoint, media.infohash), 10, "the seeder to take connections")
+    length, _ = pieces_of(media)
+    pool = SeekLanes()
+    got: list[tuple[int, bytes]] = []
+    finished = threading.Event()
+
+    def seek(index: int) -> None:
+        finished.clear()
+        wanted = piece(media, index)
+        assert pool.fetch(media.infohash, lambda: [endpoint], [wanted], lambda p, d: got.append((p.index, d)),
+                          done=finished.set)  # fmt: skip
+        assert finished.wait(10)
+        assert got[-1] == (index, media.read(index * length, (index + 1) * length))
+
+    try:
+        monkeypatch.setattr(lanes, "KEEPALIVE_EVERY", 0.5)
+        assert pool.prepare(media.infohash, lambda: [endpoint])
+        wait_until(lambda: pool.is_open(media.infohash) and not pool.busy(media.infohash), 10, "the lane")
+        lane = pool._lanes[media.infohash]
+        for _ in range(20):  # 5 s of watching: the streamer's tick calls prepare (every 2 s; here every 0.25 s)
+            pool.prepare(media.infohash, lambda: [endpoint])
+            time.sleep(0.25)
+        assert pool._lanes[media.infohash] is lane and not lane.closed  # kept alive: the same connection
+        seek(2)
+        assert pool._lanes[media.infohash] is lane
+
+        # Without keep-alives the seeder drops it; the next seek opens another (the peer is not refused: the
+        # lane had been open a while, STEADY_AFTER) and gets its piece from it.
+        monkeypatch.setattr(lanes, "KEEPALIVE_EVERY", 3600.0)
+        monkeypatch.setattr(lanes, "STEADY_AFTER", 1.0)
+        time.sleep(4)
+        seek(3)
+        assert pool._lanes[media.infohash] is not lane and lane.closed
+    finally:
+        pool.shutdown()
+        seeder.stop()
+
+
+def test_a_peer_that_closes_a_lane_soon_after_it_opened_is_left_alone(
+    make_media_seeded: Callable[..., Media], fake_peer: Callable[..., FakePeer]
+) -> None:
+    media = make_media_seeded(4 * MIB, seeded=False)
+    peer = fake_peer(media.infohash, "closes when idle", media)
+    pool = SeekLanes()
+    got: list[int] = []
+    finished = threading.Event()
+    try:
+        assert pool.prepare(media.infohash, lambda: [peer.endpoint])
+        wait_until(lambda: pool.is_open(media.infohash) and not pool.busy(media.infohash), 10, "the lane")
+        time.sleep(0.5)  # it closes the lane meanwhile, well within STEADY_AFTER
+        assert pool.fetch(media.infohash, lambda: [peer.endpoint], [piece(media, 1)], lambda p, d: got.append(p.index),
+                          done=finished.set)  # fmt: skip
+        assert finished.wait(10)
+        assert got == [] and peer.connections == 1  # not asked again (for REFUSED_FOR): the seek is libtorrent's
+    finally:
+        pool.shutdown()
