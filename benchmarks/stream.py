@@ -733,6 +733,7 @@ def main() -> None:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-stream-")))
         tracker = stack.enter_context(start_opentracker(workdir / "tracker"))
         media = make_swarm_media(tracker, workdir / "media", args.size * MIB, args.piece_kib)
+        os.sync()  # the new file goes to disk now, not ~30 s later in the middle of someone's run
         piece = lt.torrent_info(str(media.torrent)).piece_length()
         stack.enter_context(seeder_process(media))
         wait_until(lambda: tracker.counts(media.infohash)[0] >= 1, 30, "the tracker to count the seeder")
