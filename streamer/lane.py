@@ -283,22 +283,23 @@ class SeekLanes:
         a handshake and an unchoke: three round trips); keep an open one alive (a keep-alive once it has been quiet
         for KEEPALIVE_EVERY), and replace it if its peer closed it meanwhile. Called now and then while someone
         watches. False: nothing started (a lane is open and well, or a fetch runs)."""
-        with self._lock:
+        error: LaneError | None = None
+        with self._lock:  # (a look that does not wait: a seek's fetch is held up by microseconds, never turned away)
             if infohash in self._busy:
                 return False
-            self._busy.add(infohash)  # nobody else reads or writes its socket meanwhile
             lane = self._lanes.get(infohash)
-        if lane is not None and not lane.closed:
-            try:
-                lane.catch_up()  # (one choked meanwhile is kept: a seek replaces it, so as not to churn connections)
-                lane.keep_alive()
-                with self._lock:
-                    self._busy.discard(infohash)
-                return False
-            except LaneClosed as exc:
-                self._lost_idle(infohash, lane, exc)
-            except LaneError as exc:
-                self._failed(infohash, lane, exc)
+            if lane is not None and not lane.closed:
+                try:
+                    lane.catch_up()  # (one choked meanwhile is kept: a seek replaces it; no churn of connections)
+                    lane.keep_alive()
+                    return False
+                except LaneError as exc:
+                    error = exc
+            self._busy.add(infohash)
+        if lane is not None and isinstance(error, LaneClosed):
+            self._lost_idle(infohash, lane, error)
+        elif lane is not None and error is not None:
+            self._failed(infohash, lane, error)
         return self._submit(infohash, peers, [], lambda piece, data: None, lambda: None, None)
 
     def close(self, infohash: str | None = None) -> None:
