@@ -261,10 +261,8 @@ class SeekLanes:
                     asked = lane
                 else:  # choked while idle: _run opens another (a new connection is unchoked if the peer has room)
                     self._drop(infohash, lane)
-            except LaneClosed as exc:  # closed while idle: _run opens another (unless the peer did so at once)
-                self._lost_idle(infohash, lane, exc)
-            except LaneError as exc:  # it sent something wrong meanwhile
-                self._failed(infohash, lane, exc)
+            except LaneError as exc:  # gone stale while idle: _run opens another (unless the peer is refused)
+                self._stale(infohash, lane, exc)
         return self._submit(infohash, peers, pieces, deliver, done, asked)
 
     def busy(self, infohash: str) -> bool:
@@ -283,7 +281,7 @@ class SeekLanes:
         a handshake and an unchoke: three round trips); keep an open one alive (a keep-alive once it has been quiet
         for KEEPALIVE_EVERY), and replace it if its peer closed it meanwhile. Called now and then while someone
         watches. False: nothing started (a lane is open and well, or a fetch runs)."""
-        error: LaneError | None = None
+        stale: tuple[PeerLane, LaneError] | None = None
         with self._lock:  # (a look that does not wait: a seek's fetch is held up by microseconds, never turned away)
             if infohash in self._busy:
                 return False
@@ -294,12 +292,10 @@ class SeekLanes:
                     lane.keep_alive()
                     return False
                 except LaneError as exc:
-                    error = exc
+                    stale = (lane, exc)
             self._busy.add(infohash)
-        if lane is not None and isinstance(error, LaneClosed):
-            self._lost_idle(infohash, lane, error)
-        elif lane is not None and error is not None:
-            self._failed(infohash, lane, error)
+        if stale is not None:
+            self._stale(infohash, *stale)
         return self._submit(infohash, peers, [], lambda piece, data: None, lambda: None, None)
 
     def close(self, infohash: str | None = None) -> None:
@@ -361,11 +357,12 @@ class SeekLanes:
         self._drop(infohash, lane)
         self._refuse(infohash, lane.endpoint, exc)
 
-    def _lost_idle(self, infohash: str, lane: PeerLane, exc: LaneError) -> None:
-        """The peer closed the lane while it was idle: a peer drops connections it finds idle (a player paused
-        for minutes sends no keep-alives), so a lane that had been open a while is only replaced; one closed soon
-        after it opened marks a peer that will not keep one, left alone like a refusal."""
-        if time.monotonic() - lane.opened_at >= STEADY_AFTER:
+    def _stale(self, infohash: str, lane: PeerLane, exc: LaneError) -> None:
+        """The lane failed while it was idle. A peer drops connections it finds idle (a player paused for minutes
+        sends no keep-alives), so a lane its peer closed after it had been open a while is only closed here; one
+        closed soon after it opened marks a peer that will not keep one, and anything else a peer that misbehaves:
+        both are closed and their peer left alone, like a refusal."""
+        if isinstance(exc, LaneClosed) and time.monotonic() - lane.opened_at >= STEADY_AFTER:
             log.debug("seek lane of %s: %s; opening another", infohash, exc)
             self._drop(infohash, lane)
         else:

@@ -720,7 +720,8 @@ class Torrent:
         return priorities
 
     def tick(self, now: float) -> None:
-        """The alert loop's regular look (UPDATE_EVERY): a hold past its time ends, a watched torrent's lane opens."""
+        """The alert loop's regular look (UPDATE_EVERY): a hold past its time ends, a watched torrent's lane opens
+        (or, open, is kept alive)."""
         with self.lock:
             if self.hold is not None and (now >= self.hold_until or self.have[self.held]):
                 self._end_hold()
@@ -728,7 +729,8 @@ class Torrent:
                 self._prepare_lane(now)  # someone watches: have the lane open before their first seek
 
     def _prepare_lane(self, now: float) -> None:
-        """Open the seek lane in the background if there is none (under the lock): a seek then finds it open."""
+        """Have the seek lane open (under the lock): opened in the background if there is none, kept alive if there
+        is one (SeekLanes.prepare); a seek then finds it open."""
         lanes = self.session.lanes
         if lanes is None or self.fetch_only or not self.ready.is_set() or not self.session.network_open:
             return
