@@ -163,6 +163,20 @@ def resolve_source(infohash: str) -> TorrentSource:
     return TorrentSource(infohash=source.infohash, magnet=source.magnet, torrent=data, name=source.title)
 
 
+def warm_source_clients() -> None:
+    """Build the clients `resolve_source` uses. In a fresh process each costs ~150 ms (botocore loads its service
+    models, and on AWS fetches the task's credentials): a streamer that just started would charge that to its first
+    viewer's press of play."""
+    from chalicelib import aws
+    from chalicelib.models.sources import Source
+
+    try:
+        _ = Source._get_connection().connection.client  # PynamoDB's client of the table, shared by all threads
+        aws.s3()
+    except Exception as exc:  # the first request builds them then, or reports what is wrong
+        log.warning("the streamer could not prepare its AWS clients: %s", exc)
+
+
 class StreamServer:
     """The aiohttp handlers over one TorrentSession."""
 
@@ -398,6 +412,8 @@ class Streamer:
         return f"http://{host}:{self.port}"
 
     def start(self) -> Streamer:
+        if self.resolve is resolve_source:  # before it serves: the first POST /streams should not wait for them
+            warm_source_clients()
         self.session.start()
         started = threading.Event()
         failure: list[BaseException] = []

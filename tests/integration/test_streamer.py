@@ -587,6 +587,37 @@ def test_the_metadata_job_stores_the_torrent_in_s3_and_records_files(
 # -- 6. graceful stop and resume ----------------------------------------------------------------------------------
 
 
+STARTED_COLD = """
+import sys
+from pathlib import Path
+from chalicelib import aws
+from chalicelib.models.sources import Source
+from streamer.server import Streamer
+from tests.integration.streamer_fixtures import streamer_config
+
+streamer = Streamer(streamer_config(Path(sys.argv[1])), gate=False, record=False).start()
+try:
+    connection = Source._connection
+    print("source table client:", connection is not None and connection.connection._client is not None)
+    print("s3 client:", "s3" in aws._clients)
+finally:
+    streamer.stop()
+"""
+
+
+def test_a_started_streamer_has_its_aws_clients_ready(tmp_path: Path) -> None:
+    """Built in a fresh process they cost ~150 ms each (botocore loads its models): a streamer that just started
+    builds them before it serves, not during its first viewer's POST /streams. A process of its own, as this one's
+    clients are built already."""
+    env = {**os.environ, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}  # nothing is asked of AWS
+    done = subprocess.run(
+        [sys.executable, "-c", STARTED_COLD, str(tmp_path / "torrents")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "source table client: True" in done.stdout and "s3 client: True" in done.stdout, done.stdout
+
+
 def test_a_graceful_stop_keeps_what_was_downloaded(
     stream_platform: Callable[..., Any], movie: Media, make_streamer: Callable[..., Streamer], tmp_path: Path
 ) -> None:
