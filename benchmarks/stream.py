@@ -9,9 +9,10 @@ contender cold: an empty download folder, the torrent not yet known. Contenders 
 order rotates), so that load from elsewhere hits each alike.
 
 - Projectionist: the local runtime's API on the emulator (its Source added with a magnet that names only the
-  tracker, as a source search stores it) and a Streamer started in this process, a fresh one per run. First byte:
-  from `POST /streams` to the first byte of the stream URL it answers (so it counts the API, the grant, the
-  warm-up call, the add and the metadata round from the seeder).
+  tracker, as a source search stores it) in this process, and the streamer in a process of its own (as `make run`
+  and the container run it; the HTTP client reading the streams lives in this one), a fresh one per run, started
+  before the clock does. First byte: from `POST /streams` to the first byte of the stream URL it answers (so it
+  counts the API, the grant, the warm-up call, the add and the metadata round from the seeder).
 - webtorrent-cli 6 and peerflix 0.39 from the npm registry, installed on first use into .cache/bench-peers/
   (git-ignored) with `npm install --ignore-scripts`, node-datachannel's missing addon stubbed, webtorrent-cli run
   through the loader hook in benchmarks/peers/ that turns DHT, LSD, UPnP, NAT-PMP, PEX, web seeds and uTP off
@@ -68,8 +69,7 @@ from chalice.local import ChaliceRequestHandler  # noqa: E402
 from chalicelib.observability import logger  # noqa: E402
 from chalicelib.settings import reset_settings  # noqa: E402
 from infra.local.runtime import LocalRuntime, RuntimeOptions  # noqa: E402
-from streamer.server import Streamer  # noqa: E402
-from tests.integration.streamer_fixtures import MIB, SIGNING_KEY, Media, add_source, random_file, streamer_config  # noqa: E402
+from tests.integration.streamer_fixtures import MIB, SIGNING_KEY, Media, add_source, random_file  # noqa: E402
 from tests.integration.tracker_fixtures import (  # noqa: E402
     OpenTracker,
     _die_with_parent,
@@ -294,21 +294,68 @@ class Run:
         pass
 
 
+STREAMER = """
+import sys
+from pathlib import Path
+import libtorrent as lt
+from chalicelib.observability import logger
+from streamer.server import Streamer
+from tests.integration.streamer_fixtures import streamer_config
+
+logger.setLevel("WARNING")
+config = streamer_config(
+    Path(sys.argv[1]),
+    maintenance_interval_seconds=5.0,  # the production defaults, not the tests' quick ones
+    status_interval_seconds=30.0,
+    stall_timeout_seconds=30.0,
+)
+streamer = Streamer(config).start()
+print("answer:", streamer.url, flush=True)
+for line in sys.stdin:  # "position <infohash> <byte>", until "stop" or the end of stdin
+    words = line.split()
+    if len(words) != 3:
+        break
+    infohash, position = words[1], int(words[2])
+    answer = position
+    torrent = streamer.session.get(infohash)
+    if torrent is not None and torrent.main_file is not None:
+        have = torrent.handle.status(lt.status_flags_t.query_pieces).pieces
+        started = {int(d["piece_index"]) for d in torrent.handle.get_download_queue()}
+        file = torrent.main_file
+        first = torrent.piece_at(file, position)
+        for piece in range(first, torrent.last_piece(file) + 1):
+            if not have[piece] and piece not in started:
+                answer = position if piece == first else torrent.piece_start(file, piece)
+                break
+    print("answer:", answer, flush=True)
+streamer.stop()
+"""
+
+
 class ProjectionistRun(Run):
-    """A fresh Streamer (empty download folder) behind the running API; the stream starts with POST /streams."""
+    """A fresh streamer process (empty download folder) behind the running API, as `make run` and the container run
+    it; the stream starts with POST /streams. Its stdin and stdout answer where a seek should go (below)."""
 
     def __init__(self, bench: Bench) -> None:
         self.bench = bench
         self.folder = Path(tempfile.mkdtemp(prefix="streamer-", dir=bench.workdir))
-        config = streamer_config(
-            self.folder,
-            maintenance_interval_seconds=5.0,  # the production defaults, not the tests' quick ones
-            status_interval_seconds=30.0,
-            stall_timeout_seconds=30.0,
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", STREAMER, str(self.folder)],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            preexec_fn=_die_with_parent,
         )
-        self.streamer = Streamer(config).start()
-        os.environ["STREAMER_URL"] = self.streamer.url
+        os.environ["STREAMER_URL"] = self._answer()
         reset_settings()
+
+    def _answer(self) -> str:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            if line.startswith("answer: "):
+                return line.removeprefix("answer: ").strip()
+        raise RuntimeError(f"the streamer process ended ({self.process.wait()})")
 
     def begin(self) -> None:
         connection = http.client.HTTPConnection("127.0.0.1", self.bench.api_port, timeout=TIMEOUT)
@@ -329,22 +376,18 @@ class ProjectionistRun(Run):
     def seek_position(self, fraction: float, media: Media) -> int:
         """`fraction` of the file, or the start of the first piece from there on that is neither downloaded nor
         being downloaded (the rest of the file downloads meanwhile, in order or, if so set, in random order)."""
-        position = int(media.size * fraction)
-        torrent = self.streamer.session.get(media.infohash)
-        if torrent is None or torrent.main_file is None:
-            return position
-        handle = torrent.handle
-        have = handle.status(lt.status_flags_t.query_pieces).pieces
-        started = {int(d["piece_index"]) for d in handle.get_download_queue()}
-        file = torrent.main_file
-        first = torrent.piece_at(file, position)
-        for piece in range(first, torrent.last_piece(file) + 1):
-            if not have[piece] and piece not in started:
-                return position if piece == first else torrent.piece_start(file, piece)
-        return position
+        assert self.process.stdin is not None
+        self.process.stdin.write(f"position {media.infohash} {int(media.size * fraction)}\n")
+        self.process.stdin.flush()
+        return int(self._answer())
 
     def stop(self) -> None:
-        self.streamer.stop()
+        with contextlib.suppress(OSError):
+            assert self.process.stdin is not None
+            self.process.stdin.close()  # the streamer stops (resume data saved) and the process ends
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(30)
+        _stop(self.process)
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
