@@ -48,6 +48,7 @@ import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote_from_bytes
 
 import pytest
@@ -86,7 +87,7 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def _stop(process: subprocess.Popen[bytes], grace: float = 5.0) -> None:
+def _stop(process: subprocess.Popen[Any], grace: float = 5.0) -> None:
     if process.poll() is None:
         process.terminate()
         try:
