@@ -2,9 +2,10 @@
 
 10% of the jobs fail transiently (1-3 attempts), 1% always fail (half with a permanent error, half until
 their attempts run out), 5% of deliveries are duplicated, and a worker is SIGKILLed every 1-3 s while
-batches are in flight. Afterwards: every transient job has succeeded, every poison job is in the DLQ with
-a failed run record, every side effect happened exactly once, and no job is lost (enqueued = succeeded +
-dead-lettered). Then the poison jobs' bug is fixed and a redrive from the DLQ completes them.
+batches are in flight. Afterwards: every poison job is in the DLQ with a failed run record; every other job
+has succeeded, or (rarely: at most 1%) SQS dead-lettered it after max_receive_count deliveries whose workers
+were all killed, without a failed run; every side effect happened exactly once; and no job is lost (enqueued =
+succeeded + dead-lettered). Then the poison jobs' bug is fixed and a redrive from the DLQ completes them all.
 """
 
 from __future__ import annotations
@@ -198,12 +199,13 @@ def test_chaos_every_job_ends_once_and_nothing_is_lost(platform: Callable[..., L
         workers.start(WORKERS)
         workers.start_killing()
 
-        # When every job has ended (succeeded, or failed for good) and the queue has drained
+        # When every job has ended (succeeded, or failed for good) or SQS has dead-lettered it: a message whose
+        # max_receive_count deliveries all had their worker killed goes to the DLQ with its job not ended. That is
+        # the platform's contract (the consumer's), and near the end, with few messages left, a kill every 1-3 s
+        # finds the same ones in flight often enough to make it happen now and then.
         try:
-            wait_for(lambda: sum(counters()) >= JOBS, 600, f"{JOBS} jobs to end")
+            wait_for(lambda: sum(counters()) >= JOBS or pending(SPEC) == 0, 600, f"{JOBS} jobs to end")
         except AssertionError:
-            # What became of the jobs that did not end: a job SQS dead-lettered after max_receive_count
-            # deliveries (its workers killed every time) is in the DLQ without a failed run.
             dead, latest = dlq_job_ids(), final_runs()
             unended = {j: r["status"] for j, r in latest.items() if r["status"] not in ("succeeded", "failed")}
             raise AssertionError(
@@ -215,34 +217,35 @@ def test_chaos_every_job_ends_once_and_nothing_is_lost(platform: Callable[..., L
         workers.stop_killing()
         wait_for(lambda: pending(SPEC) == 0, 120, "the queue to drain (late duplicates, killed batches)")
 
-        # Then every transient and plain job succeeded, and every poison job failed into the DLQ
-        succeeded, failed = counters()
-        assert (succeeded, failed) == (JOBS - len(poison), len(poison))
-        latest = final_runs()
-        assert set(latest) == set(kind)
-        assert {j for j, r in latest.items() if r["status"] == "succeeded"} == set(kind) - poison
+        # Then every poison job failed into the DLQ, every other job succeeded or (its deliveries all killed) is in
+        # the DLQ without having failed, and those are few
+        dead, latest = dlq_job_ids(), final_runs()
+        crashed = set(dead) - poison
+        done = {j for j, r in latest.items() if r["status"] == "succeeded"}
         assert {j for j, r in latest.items() if r["status"] == "failed"} == poison
+        assert counters() == (len(done), len(poison))
+        assert poison <= set(dead) and not done & poison
+        assert len(crashed) <= JOBS // 100, f"{len(crashed)} jobs dead-lettered by their receive count"
         # A permanent error fails at its first attempt; the others after their last.
         assert {(r["attempt"], r["error_type"]) for j, r in latest.items() if j in poison} == {
             (1, "ValidationError"),
             (RETRY.max_attempts, "RuntimeError"),
         }
-        dead = dlq_job_ids()
-        assert set(dead) == poison
-        # No job is lost: enqueued = succeeded + dead-lettered, with no job in both.
-        assert len(kind) == len(set(kind) - poison) + len(set(dead))
+        # No job is lost: each one succeeded or is in the DLQ (a crashed one may have succeeded by a duplicate).
+        assert done | set(dead) == set(kind)
 
-        # ... each side effect happened exactly once, and never for a job that failed
+        # ... each side effect happened exactly once, and only for a job that succeeded
         counted = effects()
         assert {j: n for j, n in counted.items() if n != 1} == {}
-        assert set(counted) == set(kind) - poison
+        assert set(counted) == done
 
         # ... and the chaos really happened: kills landed mid-job, and deliveries were duplicated.
         taken_over = takeovers()
         duplicates = (runtime.emulator.requests - requests_before)[("AmazonSQS", "SendMessage")]
         print(
             f"\nchaos: {JOBS} jobs ended in {ended - started:.0f}s with {workers.kills} workers killed,"
-            f" {taken_over} attempts taken over, {duplicates} deliveries duplicated"
+            f" {taken_over} attempts taken over, {duplicates} deliveries duplicated,"
+            f" {len(crashed)} dead-lettered by their receive count"
         )
         assert workers.kills >= 5
         assert taken_over >= 1
@@ -253,7 +256,7 @@ def test_chaos_every_job_ends_once_and_nothing_is_lost(platform: Callable[..., L
         moved = redrive.redrive(SPEC)
         assert moved["moved"] == sum(dead.values())
 
-        # Then they complete, each with its side effect once, and the DLQ is empty
+        # Then they complete (the dead-lettered ones too), each with its side effect once, and the DLQ is empty
         wait_for(lambda: counters()[0] == JOBS, 120, "the redriven jobs to succeed")
         wait_for(lambda: pending(SPEC) == 0, 120, "the queue to drain after the redrive")
         assert {j: r["status"] for j, r in final_runs().items() if r["status"] != "succeeded"} == {}
