@@ -265,3 +265,25 @@ def test_a_runs_duration_is_recorded_to_the_millisecond(platform: Callable[..., 
         f"a run lasting exactly 1001 ms is recorded as {recorded} ms: runs.finish computes "
         "int((now - started_at).total_seconds() * 1000), and 1.001 * 1000 == 1000.9999999999999"
     )
+
+
+def test_a_dead_attempt_is_taken_over_unless_the_job_has_moved_on(platform: Callable[..., LocalRuntime]) -> None:
+    """A delivery whose worker died mid-run is taken over by the next one once its lease ran out; but if a later
+    attempt exists, the dead one had failed and sent its retry, and a stale copy of it (redriven from the DLQ
+    after SQS's receive count ran out) must not run again: the chaos test once saw a job's effect twice."""
+
+    @job("it.stale", queue="catalog")
+    def stale(ctx: JobContext) -> None:
+        pass
+
+    platform(fast("catalog"), run_pollers=False)
+    start = NOW - timedelta(minutes=1)
+    lone = enqueue.build("it.stale")
+    assert runs.start(lone, "catalog", "dead worker", lease=1, now=start) == "started"
+    assert runs.start(lone, "catalog", "next delivery", lease=60, now=NOW) == "started"  # taken over
+
+    first = enqueue.build("it.stale")
+    assert runs.start(first, "catalog", "dead worker", lease=1, now=start) == "started"
+    assert runs.start(first.next_attempt(), "catalog", "retry", lease=60, now=start) == "started"
+    assert runs.start(first, "catalog", "redriven copy", lease=60, now=NOW) == "duplicate"
+    assert [r["attempt"] for r in runs.job_runs(first.id)] == [1, 2]
