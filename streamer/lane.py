@@ -70,6 +70,35 @@ class Piece:
     sha1: bytes
 
 
+class _Incoming:
+    """A piece coming in block by block. Only the blocks asked for count, each once. Blocks that come in order (as
+    a peer answers a connection's requests) are hashed as they come, so that the piece's hash is ready with its
+    last block rather than 0.3-0.5 ms after it, on the seek's critical path; otherwise it is hashed whole."""
+
+    def __init__(self, piece: Piece) -> None:
+        self.piece = piece
+        self.data = bytearray(piece.length)
+        self.missing = {begin: min(BLOCK, piece.length - begin) for begin in range(0, piece.length, BLOCK)}
+        self._sha1 = hashlib.sha1()
+        self._hashed = 0  # bytes from the piece's start fed to _sha1
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing
+
+    def add(self, begin: int, block: memoryview) -> None:
+        if self.missing.get(begin) != len(block):
+            return  # not asked for, or here already: ignored (the hash would catch a mix-up anyway)
+        del self.missing[begin]
+        self.data[begin : begin + len(block)] = block
+        if begin == self._hashed:
+            self._sha1.update(block)
+            self._hashed += len(block)
+
+    def digest(self) -> bytes:
+        return self._sha1.digest() if self._hashed == self.piece.length else hashlib.sha1(self.data).digest()
+
+
 class PeerLane:
     """One connection to one peer, for one torrent: connected, interested and unchoked, or an error."""
 
@@ -128,23 +157,21 @@ class PeerLane:
         """Hand each of the `pieces` asked for to `deliver` as soon as it is in and matches its hash (in the order
         asked: a peer answers a connection's requests in order)."""
         deadline = time.monotonic() + FETCH_TIMEOUT
-        buffers = {p.index: bytearray(p.length) for p in pieces}
-        missing = {p.index: p.length for p in pieces}
+        incoming = {p.index: _Incoming(p) for p in pieces}
         for piece in pieces:
-            while missing[piece.index] > 0:
+            into = incoming[piece.index]
+            while not into.complete:
                 kind, payload = self._message(deadline)
-                if kind == PIECE:
+                if kind == PIECE and len(payload) > 8:
                     index, begin = struct.unpack_from(">II", payload)
-                    block = payload[8:]
-                    if index in buffers and begin + len(block) <= len(buffers[index]) and block:
-                        buffers[index][begin : begin + len(block)] = block
-                        missing[index] -= len(block)
+                    if index in incoming:
+                        incoming[index].add(begin, memoryview(payload)[8:])
                 elif kind == CHOKE:
                     raise LaneError(f"{self.endpoint} choked the lane")
-            data = bytes(buffers.pop(piece.index))
-            if hashlib.sha1(data).digest() != piece.sha1:  # v1 piece hashes are SHA-1
+            del incoming[piece.index]
+            if into.digest() != piece.sha1:  # v1 piece hashes are SHA-1
                 raise LaneError(f"piece {piece.index} from {self.endpoint} does not match its hash")
-            deliver(piece, data)
+            deliver(piece, bytes(into.data))
 
     def catch_up(self) -> bool:
         """Read what the peer sent while the lane was idle (a choke, an unchoke, haves) without waiting; True if

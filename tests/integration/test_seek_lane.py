@@ -55,7 +55,9 @@ class FakePeer:
     "hang up" (closes at once, before the handshake), "choke" (chokes instead of answering), "garbage" (answers
     every request with random bytes), "chokes when idle" (chokes a connection 0.2 s after unchoking it, ignores
     what it asks for then, and serves the media's bytes to a new one), "closes when idle" (closes a connection
-    0.2 s after unchoking it, and serves the media's bytes to a new one)."""
+    0.2 s after unchoking it, and serves the media's bytes to a new one), "in reverse" (serves the media's bytes,
+    each piece's blocks last first), "twice" (serves each block asked for, then the same block again with other
+    bytes)."""
 
     def __init__(self, infohash: str, behaviour: str, media: Media | None = None) -> None:
         self.infohash = bytes.fromhex(infohash)
@@ -88,12 +90,27 @@ class FakePeer:
                 if self.behaviour == "closes when idle" and self.connections == 1:
                     threading.Timer(0.2, conn.shutdown, [socket.SHUT_RDWR]).start()
                 reader = conn.makefile("rb")
+                asked: dict[int, list[tuple[int, int]]] = {}
                 while True:
                     (length,) = struct.unpack(">I", reader.read(4))
                     body = reader.read(length)
                     if length and body[0] == lanes.REQUEST:
                         index, begin, size = struct.unpack(">III", body[1:13])
-                        if self.behaviour == "choke":
+                        if self.behaviour in ("in reverse", "twice") and self.media is not None:
+                            length_ = pieces_of(self.media)[0]
+                            at = index * length_
+                            blocks = asked.setdefault(index, [])
+                            blocks.append((begin, size))
+                            if sum(n for _, n in blocks) < min(length_, self.media.size - at):
+                                continue  # (answered once the whole piece is asked for)
+                            for begin_, size_ in reversed(blocks) if self.behaviour == "in reverse" else blocks:
+                                block = self.media.read(at + begin_, at + begin_ + size_)
+                                conn.sendall(struct.pack(">IBII", 9 + size_, lanes.PIECE, index, begin_) + block)
+                                if self.behaviour == "twice":
+                                    other = os.urandom(size_)
+                                    conn.sendall(struct.pack(">IBII", 9 + size_, lanes.PIECE, index, begin_) + other)
+                            del asked[index]
+                        elif self.behaviour == "choke":
                             conn.sendall(struct.pack(">IB", 1, lanes.CHOKE))
                         elif self.behaviour in ("chokes when idle", "closes when idle"):
                             if self.connections > 1 and self.media is not None:
@@ -142,6 +159,28 @@ def test_a_lane_fetches_a_piece_from_a_real_seeder_and_checks_its_hash(make_medi
         with pytest.raises(LaneError, match="does not match its hash"):
             lane.fetch([forged], lambda p, data: got.append((p.index, data)))
         assert len(got) == 3
+    finally:
+        lane.close()
+
+
+@pytest.mark.parametrize("behaviour", ["in reverse", "twice"])
+def test_a_lane_checks_blocks_that_come_out_of_order_or_twice(
+    make_media_seeded: Callable[..., Media], fake_peer: Callable[..., FakePeer], behaviour: str
+) -> None:
+    """The hash is taken as blocks come in order; blocks out of order are checked whole, and a block that comes
+    again (with other bytes) is ignored: the right bytes are served, or nothing."""
+    media = make_media_seeded(32 * MIB, seeded=False)
+    length, _ = pieces_of(media)
+    assert length >= 4 * lanes.BLOCK  # pieces of several blocks
+    lane = PeerLane(fake_peer(media.infohash, behaviour, media).endpoint, media.infohash)
+    try:
+        got: list[tuple[int, bytes]] = []
+        lane.fetch([piece(media, 3), piece(media, 1)], lambda p, data: got.append((p.index, data)))
+        assert got == [(3, media.read(3 * length, 4 * length)), (1, media.read(length, 2 * length))]
+        forged = Piece(2, length, hashlib.sha1(media.read(2 * length, 3 * length - 1) + b"?").digest())
+        with pytest.raises(LaneError, match="does not match its hash"):  # one byte off, in either order
+            lane.fetch([forged], lambda p, data: got.append((p.index, data)))
+        assert len(got) == 2
     finally:
         lane.close()
 
