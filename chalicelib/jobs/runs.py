@@ -88,7 +88,7 @@ def start(envelope: Envelope, queue: str, owner: str, lease: float, now: datetim
     lease_until = datetime.fromisoformat((existing.data or {}).get("lease_until", now.isoformat()))
     if lease_until > now:
         return "busy"
-    if _moved_on(envelope.id, sk):
+    if _moved_on(pk, sk):
         # A later attempt exists: this one failed and sent its retry before its delivery died (the send comes
         # first, see dispatch), so this is a stale copy (e.g. redriven from the DLQ after its receive count ran
         # out); running it again would repeat a job that has moved on, or succeeded meanwhile.
@@ -113,9 +113,8 @@ def start(envelope: Envelope, queue: str, owner: str, lease: float, now: datetim
         raise
 
 
-def _moved_on(job_id: str, sk: str) -> bool:
-    """Whether the job has a run record of an attempt after the one keyed `sk`."""
-    pk, _ = run_key(job_id, 0)
+def _moved_on(pk: str, sk: str) -> bool:
+    """Whether the job keyed `pk` has a run record of an attempt after the one keyed `sk`."""
     later = JobItem.query(pk, JobItem.sk.between(f"{sk}~", "RUN#~"), consistent_read=True, limit=1)
     return next(iter(later), None) is not None
 

@@ -203,14 +203,15 @@ def test_chaos_every_job_ends_once_and_nothing_is_lost(platform: Callable[..., L
         # max_receive_count deliveries all had their worker killed goes to the DLQ with its job not ended. That is
         # the platform's contract (the consumer's), and near the end, with few messages left, a kill every 1-3 s
         # finds the same ones in flight often enough to make it happen now and then.
-        depth_due = [0.0]
+        depth_due = 0.0
 
         def ended_or_drained() -> bool:  # the queue's depth only every few seconds: moto counts it under the
-            if sum(counters()) >= JOBS:  # queue's lock, and asked 20 times a second it slowed the workers 2-3x
+            nonlocal depth_due  # queue's lock, and asked 20 times a second it slowed the workers 2-3x
+            if sum(counters()) >= JOBS:
                 return True
-            if time.monotonic() < depth_due[0]:
+            if time.monotonic() < depth_due:
                 return False
-            depth_due[0] = time.monotonic() + 5
+            depth_due = time.monotonic() + 5
             return pending(SPEC) == 0
 
         try:
