@@ -33,6 +33,7 @@ Targets: first byte and seek latency <= 0.5x the better of webtorrent-cli and pe
 better of them and >= 0.8x the plain libtorrent download.
 
     python benchmarks/stream.py [--runs 5] [--size 200] [--piece-kib 0] [--contenders projectionist,webtorrent,...]
+        [--seeder-low-watermark-kib 0]
 """
 
 from __future__ import annotations
@@ -189,10 +190,10 @@ def signed_in(username: str = "bench-viewer") -> dict[str, str]:
 # --- the swarm ---------------------------------------------------------------------------------------------------
 
 SEEDER = """
-import sys, time
+import json, sys, time
 from pathlib import Path
 from infra.local.media import SampleSeeder
-seeder = SampleSeeder(Path(sys.argv[1]).read_bytes(), Path(sys.argv[2])).start()
+seeder = SampleSeeder(Path(sys.argv[1]).read_bytes(), Path(sys.argv[2]), settings=json.loads(sys.argv[3])).start()
 print(seeder.port, flush=True)
 while True:
     time.sleep(3600)
@@ -200,11 +201,11 @@ while True:
 
 
 @contextlib.contextmanager
-def seeder_process(media: Media) -> Iterator[int]:
-    """SampleSeeder of `media` in a child process (so that nothing this process does to its sockets touches it);
-    yields its port."""
+def seeder_process(media: Media, settings: dict[str, int] | None = None) -> Iterator[int]:
+    """SampleSeeder of `media` in a child process (so that nothing this process does to its sockets touches it),
+    with further libtorrent `settings`; yields its port."""
     process = subprocess.Popen(
-        [sys.executable, "-c", SEEDER, str(media.torrent), str(media.data.parent)],
+        [sys.executable, "-c", SEEDER, str(media.torrent), str(media.data.parent), json.dumps(settings or {})],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
@@ -675,10 +676,12 @@ def load() -> str:
 
 
 def report(args: argparse.Namespace, media: Media, piece: int, contenders: dict[str, Contender], loads: str) -> None:
+    low = args.seeder_low_watermark_kib
+    low_watermark = f" whose send_buffer_low_watermark is {low} KiB: a diagnosis, not the benchmark" if low else ""
     print()
     print(
         f"Streaming a {media.size / MIB:.0f} MiB file ({piece // 1024} KiB pieces) on a loopback swarm (opentracker,"
-        f" one libtorrent seeder), {args.runs} runs, medians"
+        f" one libtorrent seeder{low_watermark}), {args.runs} runs, medians"
     )
     print(f"{'':30}{'first byte ms':>14}{'MB/s':>7}{'seek 50% ms':>13}{'seek 90% ms':>13}{'listening ms':>14}")
     for c in contenders.values():
@@ -756,6 +759,12 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=200, help="MiB (default 200)")
     parser.add_argument("--piece-kib", type=int, default=0, help="the torrent's piece size (default: torf's choice)")
     parser.add_argument("--contenders", default=",".join(CONTENDERS), help=f"a subset of {','.join(CONTENDERS)}")
+    parser.add_argument(
+        "--seeder-low-watermark-kib",
+        type=int,
+        default=0,
+        help="a diagnosis, not the benchmark: the seeder's send_buffer_low_watermark (default: libtorrent's, 10)",
+    )
     args = parser.parse_args()
     wanted = [c.strip() for c in args.contenders.split(",") if c.strip()]
     if set(wanted) - set(CONTENDERS):
@@ -783,7 +792,8 @@ def main() -> None:
         media = make_swarm_media(tracker, workdir / "media", args.size * MIB, args.piece_kib)
         os.sync()  # the new file goes to disk now, not ~30 s later in the middle of someone's run
         piece = lt.torrent_info(str(media.torrent)).piece_length()
-        stack.enter_context(seeder_process(media))
+        low = args.seeder_low_watermark_kib
+        stack.enter_context(seeder_process(media, {"send_buffer_low_watermark": low * 1024} if low else None))
         wait_until(lambda: tracker.counts(media.infohash)[0] >= 1, 30, "the tracker to count the seeder")
         bench = Bench(workdir, media, modules)
         if "projectionist" in contenders:
