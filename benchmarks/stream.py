@@ -301,6 +301,7 @@ import sys
 from pathlib import Path
 import libtorrent as lt
 from chalicelib.observability import logger
+from streamer.__main__ import settle_heap
 from streamer.server import Streamer
 from tests.integration.streamer_fixtures import streamer_config
 
@@ -312,6 +313,7 @@ config = streamer_config(
     stall_timeout_seconds=30.0,
 )
 streamer = Streamer(config).start()
+settle_heap()  # as `python -m streamer` does once started
 print("answer:", streamer.url, flush=True)
 for line in sys.stdin:  # "position <infohash> <byte>", until "stop" or the end of stdin
     words = line.split()

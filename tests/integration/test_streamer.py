@@ -618,6 +618,33 @@ def test_a_started_streamer_has_its_aws_clients_ready(tmp_path: Path) -> None:
     assert "source table client: True" in done.stdout and "s3 client: True" in done.stdout, done.stdout
 
 
+def test_settle_heap_collects_start_up_garbage_and_freezes_what_lives_on() -> None:
+    """`python -m streamer` calls it once started: what start-up left behind is collected, not frozen for good, and
+    what lives on is out of every later collection's sight."""
+    import gc
+    import weakref
+
+    from streamer.__main__ import settle_heap
+
+    class Node:
+        me: Node
+
+    alive = Node()
+    alive.me = alive  # a cycle that is still used
+    dead = Node()
+    dead.me = dead  # a cycle nothing uses: only the collector frees it
+    gone = weakref.ref(dead)
+    del dead
+    try:
+        settle_heap()
+        assert gone() is None
+        assert gc.get_freeze_count() > 0
+        assert not any(o is alive for o in gc.get_objects())  # frozen: in no generation a collection looks at
+    finally:
+        gc.unfreeze()  # this test process hosts many streamers; leave its collector as it was
+    assert any(o is alive for o in gc.get_objects())
+
+
 def test_a_graceful_stop_keeps_what_was_downloaded(
     stream_platform: Callable[..., Any], movie: Media, make_streamer: Callable[..., Streamer], tmp_path: Path
 ) -> None:
