@@ -88,13 +88,23 @@ def content_type(path: str) -> str:
     return CONTENT_TYPES.get(suffix) or mimetypes.guess_type(path)[0] or "application/octet-stream"
 
 
-def byte_range(request: web.BaseRequest, size: int) -> tuple[int, int] | None:
+def etag(infohash: str, file_index: int) -> str:
+    """A strong ETag of a torrent's file: the info-hash fixes every byte of it."""
+    return f'"{infohash}-{file_index}"'
+
+
+def byte_range(request: web.BaseRequest, size: int, tag: str) -> tuple[int, int] | None:
     """The (start, stop) byte range asked for (stop exclusive), or None for the whole file.
 
     One range is served; a header aiohttp cannot parse (malformed, or several ranges) is ignored, as RFC 9110
-    allows, and the whole file is sent. A range starting past the end, or the last 0 bytes, is unsatisfiable."""
+    allows, and the whole file is sent. A range starting past the end, or the last 0 bytes, is unsatisfiable.
+    With If-Range the range counts only if its validator is `tag` (strong comparison; a date never matches, as
+    no Last-Modified is sent): a client whose copy is not this file gets the whole file."""
     header = request.headers.get("Range")
     if header is None:
+        return None
+    if_range = request.headers.get("If-Range")
+    if if_range is not None and if_range.strip() != tag:
         return None
     try:
         wanted = request.http_range
@@ -130,7 +140,9 @@ async def errors_middleware(request: web.Request, handler: Any) -> web.StreamRes
         if exc.status < 400:
             raise
         code = re.sub(r"[^a-z]+", "_", (exc.reason or "error").lower()).strip("_")
-        return web.json_response(error_body(code, exc.reason or "error"), status=exc.status, headers=exc.headers)
+        # Its own headers (Allow on a 405) but not its text body's: the body here is JSON.
+        headers = {k: v for k, v in exc.headers.items() if k.lower() not in ("content-type", "content-length")}
+        return web.json_response(error_body(code, exc.reason or "error"), status=exc.status, headers=headers)
     except (asyncio.CancelledError, ConnectionError):
         raise
     except Exception:
@@ -221,10 +233,12 @@ class StreamServer:
     async def _respond(self, request: web.Request, grant: grants.Grant, torrent: Torrent) -> web.StreamResponse:
         await self._ready(torrent)
         file = torrent.file(grant.file_index)
-        wanted = byte_range(request, file.size)
+        tag = etag(torrent.infohash, file.index)
+        wanted = byte_range(request, file.size, tag)
         start, stop = wanted or (0, file.size)
         response = web.StreamResponse(status=206 if wanted else 200)
         response.headers["Accept-Ranges"] = "bytes"
+        response.headers["ETag"] = tag
         response.headers["Content-Type"] = content_type(file.path)
         response.headers["Cache-Control"] = "private, no-transform"
         if wanted:

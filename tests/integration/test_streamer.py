@@ -239,6 +239,19 @@ def test_ranges_return_exactly_the_bytes_asked_for(
     assert head.status_code == 206 and head.content == b""
     assert head.headers["Content-Range"] == f"bytes 100-199/{size}" and head.headers["Content-Length"] == "100"
 
+    # If-Range (RFC 9110 13.1.5): the range only if the validator is the file's strong ETag (a file of a torrent
+    # never changes); any other (an old ETag, a weak one, a date: no Last-Modified is sent) gets the whole file.
+    etag = head.headers["ETag"]
+    assert etag.startswith('"') and etag == requests.head(url, timeout=TIMEOUT).headers["ETag"]
+    response = requests.get(url, headers={"Range": "bytes=100-199", "If-Range": etag}, timeout=TIMEOUT)
+    assert response.status_code == 206 and response.content == movie.read(100, 200)
+    for validator in ('"another"', f"W/{etag}", "Wed, 21 Oct 2015 07:28:00 GMT"):
+        response = requests.get(url, headers={"Range": "bytes=100-199", "If-Range": validator}, timeout=TIMEOUT)
+        assert response.status_code == 200 and "Content-Range" not in response.headers, validator
+        assert hashlib.sha256(response.content).hexdigest() == movie.sha256
+    other = requests.head(stream_url(streamer, token_for(movie, file_index=7)), timeout=TIMEOUT)
+    assert other.status_code == 404  # (no ETag of a file that is not there)
+
     for header in (f"bytes={size}-", f"bytes={size + 100}-{size + 200}", "bytes=-0"):
         response = get_range(url, header)
         assert response.status_code == 416, header
@@ -286,6 +299,11 @@ def test_missing_forged_and_expired_tokens_start_nothing(
         ("POST", "/streams//start", 401, "unauthorized"),
         ("GET", f"/streams/{forged}/status", 403, "forbidden"),
         ("GET", f"/streams/{token_for('0' * 40)}/status", 200, None),  # valid, not running: idle
+        ("GET", "/nope", 404, "not_found"),  # no such route or method: JSON, as every other error
+        ("GET", "/stream/a/b", 404, "not_found"),
+        ("POST", f"/stream/{good}", 405, "method_not_allowed"),
+        ("OPTIONS", f"/stream/{good}", 405, "method_not_allowed"),
+        ("DELETE", "/health", 405, "method_not_allowed"),
     ]
     for method, path, status, code in cases:
         response = requests.request(method, base + path, timeout=TIMEOUT)
@@ -293,6 +311,8 @@ def test_missing_forged_and_expired_tokens_start_nothing(
         if code is not None:
             body = response.json()
             assert body["error"]["code"] == code and body["error"]["message"], (path, body)
+        if status == 405:
+            assert "GET" in response.headers["Allow"], response.headers  # RFC 9110: a 405 says what is allowed
 
     unknown = requests.get(stream_url(streamer, token_for("ab" * 20)), timeout=TIMEOUT)
     assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "not_found"
