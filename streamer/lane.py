@@ -56,7 +56,11 @@ class LaneError(Exception):
 
 
 class LaneClosed(LaneError):
-    """The peer closed the lane (or reset it)."""
+    """The peer closed the lane (or reset it), or we did."""
+
+
+class LaneLacks(LaneError):
+    """The lane's peer does not have a piece asked for: that seek is left to libtorrent, the lane stays."""
 
 
 def peer_id() -> bytes:
@@ -139,9 +143,9 @@ class PeerLane:
     def request(self, pieces: list[Piece]) -> None:
         """Ask for every block of `pieces` at once (a few hundred bytes: the send does not wait)."""
         if self.has is not None and any(p.index not in self.has for p in pieces):
-            raise LaneError(f"{self.endpoint} does not have the pieces")
-        self.sock.settimeout(CONNECT_TIMEOUT)
+            raise LaneLacks(f"{self.endpoint} does not have the pieces")
         try:
+            self.sock.settimeout(CONNECT_TIMEOUT)  # (raises too once another thread closed the lane)
             self.sock.sendall(
                 b"".join(
                     struct.pack(">IBIII", 13, REQUEST, p.index, begin, min(BLOCK, p.length - begin))
@@ -176,8 +180,8 @@ class PeerLane:
     def catch_up(self) -> bool:
         """Read what the peer sent while the lane was idle (a choke, an unchoke, haves) without waiting; True if
         the lane can ask for pieces now (unchoked: a peer that chokes an idle connection ignores its requests)."""
-        self.sock.settimeout(0)
         try:
+            self.sock.settimeout(0)
             while True:
                 chunk = self.sock.recv(1 << 16)
                 if not chunk:
@@ -196,8 +200,8 @@ class PeerLane:
         now = time.monotonic() if now is None else now
         if now - self.last_sent < KEEPALIVE_EVERY:
             return
-        self.sock.settimeout(CONNECT_TIMEOUT)
         try:
+            self.sock.settimeout(CONNECT_TIMEOUT)
             self.sock.sendall(bytes(4))
         except OSError as exc:
             raise LaneClosed(f"{self.endpoint}: {exc}") from exc
@@ -235,9 +239,11 @@ class PeerLane:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise LaneError(f"{self.endpoint} timed out")
-            self.sock.settimeout(left)
             try:
+                self.sock.settimeout(left)
                 chunk = self.sock.recv(1 << 20)
+                if chunk and QUICKACK is not None:  # Linux clears it after each ACK: ask again for the next one
+                    self.sock.setsockopt(socket.IPPROTO_TCP, QUICKACK, 1)
             except TimeoutError as exc:
                 raise LaneError(f"{self.endpoint} timed out") from exc
             except OSError as exc:
@@ -245,8 +251,6 @@ class PeerLane:
             if not chunk:
                 raise LaneClosed(f"{self.endpoint} closed the lane")
             self._buffer += chunk
-            if QUICKACK is not None:  # Linux clears it after each ACK: ask again for the next one
-                self.sock.setsockopt(socket.IPPROTO_TCP, QUICKACK, 1)
         data = bytes(self._buffer[:size])
         del self._buffer[:size]
         return data
@@ -261,6 +265,7 @@ class SeekLanes:
         self._lanes: dict[str, PeerLane] = {}
         self._busy: set[str] = set()
         self._refused: dict[tuple[str, int], float] = {}
+        self._closes = 0  # close() calls: a lane that connected while one came is not kept
         self._lock = threading.Lock()
 
     def fetch(
@@ -280,6 +285,7 @@ class SeekLanes:
                 return False
             self._busy.add(infohash)
             lane = self._lanes.get(infohash)
+            closes = self._closes
         asked: PeerLane | None = None
         if lane is not None and not lane.closed:
             try:
@@ -288,9 +294,13 @@ class SeekLanes:
                     asked = lane
                 else:  # choked while idle: _run opens another (a new connection is unchoked if the peer has room)
                     self._drop(infohash, lane)
+            except LaneLacks:  # its peer lacks the seek's pieces: this seek goes without a lane, the lane stays
+                with self._lock:
+                    self._busy.discard(infohash)
+                return False
             except LaneError as exc:  # gone stale while idle: _run opens another (unless the peer is refused)
                 self._stale(infohash, lane, exc)
-        return self._submit(infohash, peers, pieces, deliver, done, asked)
+        return self._submit(infohash, closes, peers, pieces, deliver, done, asked)
 
     def busy(self, infohash: str) -> bool:
         """A fetch or an opening of the torrent's lane is running (a seek meanwhile is left to libtorrent)."""
@@ -321,13 +331,17 @@ class SeekLanes:
                 except LaneError as exc:
                     stale = (lane, exc)
             self._busy.add(infohash)
+            closes = self._closes
         if stale is not None:
             self._stale(infohash, *stale)
-        return self._submit(infohash, peers, [], lambda piece, data: None, lambda: None, None)
+        return self._submit(infohash, closes, peers, [], lambda piece, data: None, lambda: None, None)
 
     def close(self, infohash: str | None = None) -> None:
-        """Close the torrent's lane (None: every lane)."""
+        """Close the torrent's lane (None: every lane). A lane being opened meanwhile is closed once it connects,
+        never kept (the VPN gate closed, or the torrent left the session; another torrent's opening that a close
+        came across is just tried again at its next prepare or seek)."""
         with self._lock:
+            self._closes += 1
             if infohash is None:
                 lanes, self._lanes = list(self._lanes.values()), {}
             else:
@@ -342,7 +356,8 @@ class SeekLanes:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def _submit(self, infohash: str, *args: Any) -> bool:
-        """Run `_run` on the pool; False once the pool is shut down (the session is stopping)."""
+        """Run `_run` on the pool (`args`: its own after the infohash); False once the pool is shut down (the
+        session is stopping)."""
         try:
             self._pool.submit(self._run, infohash, *args)
         except RuntimeError:
@@ -354,21 +369,25 @@ class SeekLanes:
     def _run(
         self,
         infohash: str,
+        closes: int,
         peers: Callable[[], list[tuple[str, int]]],
         pieces: list[Piece],
         deliver: Callable[[Piece, bytes], None],
         done: Callable[[], None],
         asked: PeerLane | None,
     ) -> None:
-        """A fetch (`asked`: a lane its requests went out on already), or with no pieces an opening."""
+        """A fetch (`asked`: a lane its requests went out on already), or with no pieces an opening (`closes`: the
+        close() count when it was asked for)."""
         lane = asked
         try:
             if lane is None:
-                lane = self._lane(infohash, peers)
+                lane = self._lane(infohash, closes, peers)
                 if lane is None or not pieces:
                     return
                 lane.request(pieces)
             lane.receive(pieces, deliver)
+        except LaneLacks:
+            pass  # its peer lacks the seek's pieces: the seek is libtorrent's, the lane stays for the next one
         except LaneError as exc:
             if lane is not None:
                 self._failed(infohash, lane, exc)
@@ -380,9 +399,12 @@ class SeekLanes:
             done()
 
     def _failed(self, infohash: str, lane: PeerLane, exc: LaneError) -> None:
-        """The lane is closed, and its peer left alone for a while."""
+        """The lane is closed, and its peer left alone for a while, unless we closed it (close(): the VPN gate
+        closed, the torrent left) and that is what failed: not the peer's doing."""
+        ours = lane.closed
         self._drop(infohash, lane)
-        self._refuse(infohash, lane.endpoint, exc)
+        if not ours:
+            self._refuse(infohash, lane.endpoint, exc)
 
     def _stale(self, infohash: str, lane: PeerLane, exc: LaneError) -> None:
         """The lane failed while it was idle. A peer drops connections it finds idle (a player paused for minutes
@@ -406,7 +428,9 @@ class SeekLanes:
             if self._lanes.get(infohash) is lane:
                 del self._lanes[infohash]
 
-    def _lane(self, infohash: str, peers: Callable[[], list[tuple[str, int]]]) -> PeerLane | None:
+    def _lane(self, infohash: str, closes: int, peers: Callable[[], list[tuple[str, int]]]) -> PeerLane | None:
+        """The torrent's open lane, or a new one to the first of `peers` that serves one (none if close() came
+        since the fetch or opening was asked for)."""
         with self._lock:
             lane = self._lanes.get(infohash)
         if lane is not None and not lane.closed:
@@ -424,8 +448,13 @@ class SeekLanes:
                 self._refuse(infohash, endpoint, exc)
                 continue
             with self._lock:
-                old = self._lanes.get(infohash)
-                self._lanes[infohash] = lane
+                closed = self._closes != closes  # close() came since it was asked for: not kept
+                old = None if closed else self._lanes.get(infohash)
+                if not closed:
+                    self._lanes[infohash] = lane
+            if closed:
+                lane.close()
+                return None
             if old is not None:
                 old.close()
             return lane

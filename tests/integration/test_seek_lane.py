@@ -57,7 +57,8 @@ class FakePeer:
     what it asks for then, and serves the media's bytes to a new one), "closes when idle" (closes a connection
     0.2 s after unchoking it, and serves the media's bytes to a new one), "in reverse" (serves the media's bytes,
     each piece's blocks last first), "twice" (serves each block asked for, then the same block again with other
-    bytes)."""
+    bytes), "slow handshake" (answers the handshake after 0.5 s, then like "garbage"), "silent" (never answers a
+    request), "piece 0 only" (announces only piece 0 and serves the media's bytes)."""
 
     def __init__(self, infohash: str, behaviour: str, media: Media | None = None) -> None:
         self.infohash = bytes.fromhex(infohash)
@@ -83,7 +84,11 @@ class FakePeer:
                 return
             try:
                 conn.recv(68)
+                if self.behaviour == "slow handshake":
+                    time.sleep(0.5)
                 conn.sendall(lanes.PROTOCOL + bytes(8) + self.infohash + b"-FK0001-" + os.urandom(6).hex().encode())
+                if self.behaviour == "piece 0 only":
+                    conn.sendall(struct.pack(">IB", 2, lanes.BITFIELD) + b"\x80")
                 conn.sendall(struct.pack(">IB", 1, lanes.UNCHOKE))
                 if self.behaviour == "chokes when idle" and self.connections == 1:
                     threading.Timer(0.2, conn.sendall, [struct.pack(">IB", 1, lanes.CHOKE)]).start()
@@ -112,6 +117,12 @@ class FakePeer:
                             del asked[index]
                         elif self.behaviour == "choke":
                             conn.sendall(struct.pack(">IB", 1, lanes.CHOKE))
+                        elif self.behaviour == "silent":
+                            pass
+                        elif self.behaviour == "piece 0 only" and self.media is not None:
+                            length_ = pieces_of(self.media)[0]
+                            block = self.media.read(index * length_ + begin, index * length_ + begin + size)
+                            conn.sendall(struct.pack(">IBII", 9 + size, lanes.PIECE, index, begin) + block)
                         elif self.behaviour in ("chokes when idle", "closes when idle"):
                             if self.connections > 1 and self.media is not None:
                                 length_ = pieces_of(self.media)[0]
@@ -227,6 +238,97 @@ def test_a_peer_that_fails_a_lane_gets_nothing_served_and_is_left_alone(
         assert bad.connections == 1
         assert fetch() and finished.wait(10)  # the peer is not asked again for a while
         assert bad.connections == 1 and ("delivered", 1) not in events
+    finally:
+        pool.shutdown()
+
+
+def settled(pool: SeekLanes, infohash: str) -> bool:
+    """No fetch or opening of the torrent's lane runs."""
+    return not pool.busy(infohash)
+
+
+def test_a_lane_that_connects_after_the_lanes_were_closed_is_not_kept(
+    make_media_seeded: Callable[..., Media], fake_peer: Callable[..., FakePeer]
+) -> None:
+    """The VPN gate closing (or the torrent leaving) closes the lanes while one is still being opened: that one is
+    closed once it connects, not kept open past the gate; and its peer did nothing wrong, so it is asked again."""
+    media = make_media_seeded(4 * MIB, seeded=False)
+    peer = fake_peer(media.infohash, "slow handshake")
+    pool = SeekLanes()
+    try:
+        assert pool.prepare(media.infohash, lambda: [peer.endpoint])
+        wait_until(lambda: peer.connections == 1, 10, "the lane to connect")
+        pool.close()  # while it waits for the handshake
+        wait_until(lambda: settled(pool, media.infohash), 10, "the opening to end")
+        assert not pool.is_open(media.infohash)
+        assert pool.prepare(media.infohash, lambda: [peer.endpoint])  # the gate open again: a lane opens
+        wait_until(lambda: pool.is_open(media.infohash), 10, "a new lane")
+        assert peer.connections == 2
+    finally:
+        pool.shutdown()
+
+
+def test_closing_the_lanes_in_the_middle_of_a_seek_leaves_the_peer_usable(
+    make_media_seeded: Callable[..., Media], fake_peer: Callable[..., FakePeer]
+) -> None:
+    """A close while a fetch waits for its blocks, or while a seek takes up the idle lane (another thread's close
+    landing between its look and its first read), ends that fetch quietly: nothing escapes to the seek, the torrent
+    is not left busy, and the peer is not taken for one that refused."""
+    media = make_media_seeded(4 * MIB, seeded=False)
+    silent = fake_peer(media.infohash, "silent")
+    pool = SeekLanes()
+    finished = threading.Event()
+    try:
+        assert pool.fetch(media.infohash, lambda: [silent.endpoint], [piece(media, 1)], lambda p, d: None,
+                          finished.set)  # fmt: skip
+        wait_until(lambda: pool.is_open(media.infohash), 10, "the lane")
+        time.sleep(0.2)  # its requests are out; the peer never answers
+        pool.close()
+        assert finished.wait(10)
+        assert pool.prepare(media.infohash, lambda: [silent.endpoint])  # asked again, not left alone
+        wait_until(lambda: pool.is_open(media.infohash) and settled(pool, media.infohash), 10, "a new lane")
+        assert silent.connections == 2
+
+        lane = pool._lanes[media.infohash]
+        catch_up = lane.catch_up
+
+        def closed_first() -> bool:  # the maintenance thread's close() right after fetch saw the lane open
+            pool.close()
+            return catch_up()
+
+        lane.catch_up = closed_first  # type: ignore[method-assign]
+        finished.clear()
+        # (this raised OSError out of fetch before, and the torrent stayed busy for good)
+        started = pool.fetch(media.infohash, lambda: [silent.endpoint], [piece(media, 1)], lambda p, d: None,
+                             finished.set)  # fmt: skip
+        assert started and finished.wait(10)
+        assert settled(pool, media.infohash) and not pool.is_open(media.infohash)
+        assert pool.prepare(media.infohash, lambda: [silent.endpoint])
+        wait_until(lambda: pool.is_open(media.infohash), 10, "a lane after the race")
+    finally:
+        pool.shutdown()
+
+
+def test_a_seek_to_a_piece_the_lanes_peer_lacks_keeps_the_lane(
+    make_media_seeded: Callable[..., Media], fake_peer: Callable[..., FakePeer]
+) -> None:
+    """The lane opened to a peer that has the front piece; a seek to a piece it lacks is left to libtorrent, and
+    the lane (and its peer) stay for the next seek."""
+    media = make_media_seeded(4 * MIB, seeded=False)
+    peer = fake_peer(media.infohash, "piece 0 only", media)
+    pool = SeekLanes()
+    got: list[tuple[int, bytes]] = []
+    finished = threading.Event()
+    try:
+        assert pool.prepare(media.infohash, lambda: [peer.endpoint])
+        wait_until(lambda: pool.is_open(media.infohash) and settled(pool, media.infohash), 10, "the lane")
+        deliver = lambda p, d: got.append((p.index, d))  # noqa: E731
+        assert not pool.fetch(media.infohash, lambda: [], [piece(media, 5)], deliver, finished.set)
+        assert pool.is_open(media.infohash) and settled(pool, media.infohash)
+        assert pool.fetch(media.infohash, lambda: [], [piece(media, 0)], deliver, finished.set)
+        assert finished.wait(10)
+        length, _ = pieces_of(media)
+        assert got == [(0, media.read(0, length))] and peer.connections == 1
     finally:
         pool.shutdown()
 
