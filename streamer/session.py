@@ -1145,8 +1145,12 @@ class TorrentSession:
         log.info("added torrent %s%s", infohash, " (metadata only)" if fetch_only else "")
         return torrent
 
-    def remove(self, infohash: str, *, delete_files: bool = False, timeout: float = 10.0) -> bool:
-        """Take a torrent out of the session; its resume data is saved first (or deleted with its files)."""
+    def remove(
+        self, infohash: str, *, delete_files: bool = False, timeout: float = 10.0, idle_since: float | None = None
+    ) -> bool:
+        """Take a torrent out of the session; its resume data is saved first (or deleted with its files). With
+        `idle_since` (an eviction), it stays if someone asked for it after that time or while the resume data
+        was saved (up to `timeout`): their stream goes on. False: not in the session, or kept."""
         torrent = self.get(infohash)
         if torrent is None:
             return False
@@ -1155,6 +1159,11 @@ class TorrentSession:
                 self.save_resume(torrent).result(timeout)
             except (FutureTimeout, Exception) as exc:
                 log.warning("resume data of %s not saved before removal: %s", infohash, exc)
+        if idle_since is not None:
+            with torrent.lock:
+                if torrent.in_use or torrent.last_watched > idle_since:
+                    log.info("torrent %s was asked for while it was leaving the session: kept", infohash)
+                    return False
         snapshot = self._safe_snapshot(torrent)
         with self._lock:
             self._torrents.pop(infohash, None)
@@ -1394,10 +1403,13 @@ class TorrentSession:
             for t in self.torrents()
             if not t.in_use and now - t.last_watched >= self.config.idle_eviction_seconds
         ]
+        evicted = []
         for infohash in idle:
-            log.info("torrent %s idle for %g minutes: leaving the session", infohash, self.config.idle_eviction_minutes)
-            self.remove(infohash)
-        return idle
+            if self.remove(infohash, idle_since=now - self.config.idle_eviction_seconds):
+                log.info("torrent %s was idle for %g minutes: it left the session", infohash,
+                         self.config.idle_eviction_minutes)  # fmt: skip
+                evicted.append(infohash)
+        return evicted
 
     def enforce_quota(self) -> list[str]:
         """Above the quota, delete the least recently watched torrents nobody reads, with their files."""

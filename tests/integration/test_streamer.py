@@ -538,6 +538,36 @@ def test_idle_torrents_leave_the_session_and_come_back_from_resume_data(
     assert torrent is not None and torrent.handle.status().total_payload_download == 0
 
 
+def test_a_torrent_asked_for_while_it_leaves_the_session_stays(
+    stream_platform: Callable[..., Any], make_media_seeded: Callable[..., Media], make_streamer: Callable[..., Streamer]
+) -> None:
+    """An idle torrent's eviction saves its resume data first (up to 10 s): a viewer who comes back meanwhile keeps
+    it in the session, rather than having it leave under their stream."""
+    stream_platform()
+    media = make_media_seeded(4 * MIB, "short.mp4")
+    add_source(media)
+    streamer = make_streamer(idle_eviction_minutes=0.02)  # 1.2 s
+    session = streamer.session
+    url = stream_url(streamer, token_for(media))
+    assert requests.get(url, timeout=TIMEOUT).content == media.read(0, media.size)
+    save_resume = session.save_resume
+    asked: list[int] = []
+
+    def save_while_a_viewer_comes_back(torrent: Any) -> Any:
+        saved = save_resume(torrent)
+        answer = requests.get(url, headers={"Range": "bytes=0-99"}, timeout=TIMEOUT)
+        asked.append(answer.status_code)
+        assert answer.content == media.read(0, 100)
+        return saved
+
+    session.save_resume = save_while_a_viewer_comes_back  # type: ignore[method-assign]
+    wait_until(lambda: len(asked) >= 2, 20, "two evictions to begin")
+    assert asked[:2] == [206, 206]
+    assert [t.infohash for t in session.torrents()] == [media.infohash]  # kept both times
+    session.save_resume = save_resume  # type: ignore[method-assign]
+    wait_until(lambda: session.torrents() == [], 20, "the idle torrent to leave at last")
+
+
 # -- 5. the metadata fetch ----------------------------------------------------------------------------------------
 
 
