@@ -385,6 +385,32 @@ def downloaded(streamer: Streamer, media: Media) -> int:
     return 0 if torrent is None else int(torrent.handle.status(0).total_wanted_done)
 
 
+def watch_peers(streamer: Streamer, media: Media, player: Player) -> list[str]:
+    """What the torrent's peers and the tracker look like, each change noted, while the player reads (for a
+    failure's message: how far the session got towards a new seeder)."""
+    import libtorrent as lt
+
+    seen: list[str] = []
+    since = time.monotonic()
+    torrent = streamer.session.get(media.infohash)
+    assert torrent is not None
+
+    def watch() -> None:
+        while player.is_alive():
+            peers = sorted(
+                f"{p.ip[1]}/{'out' if p.flags & lt.peer_info.outgoing_connection else 'in'}/"
+                f"{'choked' if p.flags & lt.peer_info.remote_choked else 'unchoked'}"
+                for p in torrent.handle.get_peer_info()
+            )
+            state = f"peers={peers} tracker={media.tracker.counts(media.infohash)} received={player.received}"
+            if not seen or not seen[-1].endswith(state):
+                seen.append(f"{time.monotonic() - since:.1f}s {state}")
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, daemon=True).start()
+    return seen
+
+
 def test_a_stream_outlives_its_seeder_when_another_starts(
     stream_platform: Callable[..., Any], make_media_seeded: Callable[..., Media], make_streamer: Callable[..., Streamer]
 ) -> None:
@@ -399,9 +425,11 @@ def test_a_stream_outlives_its_seeder_when_another_starts(
     media.seeders[0].kill()
     wait_until(lambda: time.monotonic() - player.last_byte_at >= 1.5, 20, "the stream to run dry")
     assert player.received < media.size and player.ended_at is None
-    media.seed(counted=False)  # a second seeder of the same data (from this thread: it must outlive the test)
+    second = media.seed(counted=False)  # a second seeder of the same data (from this thread: it must outlive the test)
+    seen = watch_peers(streamer, media, player)
     player.join(60)
-    assert player.error is None, player.error
+    if player.error is not None:  # the peers and the tracker meanwhile, and the new seeder's log: how far it got
+        pytest.fail("\n".join([repr(player.error), *seen, second.log.read_text(errors="replace")[-1500:]]))
     assert player.received == media.size and player.digest.hexdigest() == media.sha256
     assert player.headers["Content-Type"] == "video/x-matroska"
     torrent = streamer.session.get(media.infohash)
