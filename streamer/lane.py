@@ -278,8 +278,8 @@ class SeekLanes:
     ) -> bool:
         """Fetch `pieces` on the torrent's lane (`peers`: endpoints that have them, best first, asked only when no
         lane is open). On an open lane the requests go out from the calling thread, at once; the rest runs on the
-        pool. `done` is called once the fetch ended, however. False: a fetch of the torrent's is still running (or
-        the lanes are shut down), nothing started."""
+        pool. `done` is called once the fetch ended, however. False: a fetch of the torrent's is still running, the
+        open lane's peer lacks the pieces, or the lanes are shut down; nothing started."""
         with self._lock:
             if infohash in self._busy or not pieces:
                 return False
