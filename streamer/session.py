@@ -543,6 +543,10 @@ class Torrent:
         """Someone reads it or waits to: neither idle eviction nor the quota may take it."""
         return self.fetch_only or self.requests > 0 or self.reader_count > 0
 
+    def idle_since(self, cutoff: float) -> bool:
+        """Nobody uses it, and nobody has since `cutoff` (a time.time()): idle eviction may take it."""
+        return not self.in_use and self.last_watched <= cutoff
+
     @contextlib.contextmanager
     def interest(self) -> Iterator[None]:
         """Hold the torrent in the session while a request waits for it."""
@@ -1161,7 +1165,7 @@ class TorrentSession:
                 log.warning("resume data of %s not saved before removal: %s", infohash, exc)
         if idle_since is not None:
             with torrent.lock:
-                if torrent.in_use or torrent.last_watched > idle_since:
+                if not torrent.idle_since(idle_since):
                     log.info("torrent %s was asked for while it was leaving the session: kept", infohash)
                     return False
         snapshot = self._safe_snapshot(torrent)
@@ -1398,16 +1402,12 @@ class TorrentSession:
 
     def evict_idle(self, now: float | None = None) -> list[str]:
         now = time.time() if now is None else now
-        idle = [
-            t.infohash
-            for t in self.torrents()
-            if not t.in_use and now - t.last_watched >= self.config.idle_eviction_seconds
-        ]
+        cutoff = now - self.config.idle_eviction_seconds
         evicted = []
-        for infohash in idle:
-            if self.remove(infohash, idle_since=now - self.config.idle_eviction_seconds):
-                log.info("torrent %s was idle for %g minutes: it left the session", infohash,
-                         self.config.idle_eviction_minutes)  # fmt: skip
+        for infohash in [t.infohash for t in self.torrents() if t.idle_since(cutoff)]:
+            if self.remove(infohash, idle_since=cutoff):
+                minutes = self.config.idle_eviction_minutes
+                log.info("torrent %s was idle for %g minutes: it left the session", infohash, minutes)
                 evicted.append(infohash)
         return evicted
 
