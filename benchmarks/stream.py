@@ -22,7 +22,8 @@ order rotates), so that load from elsewhere hits each alike.
 - libtorrent (the floor): a bare session with default settings (but for the loopback ones above) downloading the
   .torrent to a temporary folder. "First byte" is its first finished piece after add_torrent.
 
-Throughput: the whole file read from byte 0 in one request, bytes / (last byte - first byte), MB = 10^6 bytes.
+Throughput: the whole file read from byte 0 in one request, bytes / (last byte - first byte), MB = 10^6 bytes;
+"wait" is the longest that reader went without a byte after the first (what a player with no buffer would stall).
 Seek: a new run; a reader opens the stream at byte 0, reads 4 MiB and then stops reading (a player whose buffer is
 full: the connection stays open, so the stream is running), and Range requests for 50% and then 90% of the file are
 timed from connecting to the first byte of the body (each reads 4 MiB and closes). For Projectionist the position
@@ -118,18 +119,22 @@ class Body:
     head: bytes  # the first body bytes, as they came
     received: int = 0
     last_at: float = 0.0
+    longest_wait: float = 0.0  # the longest time without a byte since the first (a player's stall, if unbuffered)
 
     def read(self, limit: int | None = None) -> None:
         """Read on until `limit` bytes of the body in all (None: the end); `last_at` is when the last came."""
         wanted = self.length if limit is None else min(limit, self.length)
         buffer = bytearray(4 * MIB)
         view = memoryview(buffer)
+        previous = self.last_at or self.first_at
         while self.received < wanted:
             n = self.sock.recv_into(view, min(len(buffer), wanted - self.received))
             if not n:
                 raise ConnectionError(f"the body ended at {self.received} of {self.length} bytes")
             self.received += n
             self.last_at = time.perf_counter()
+            self.longest_wait = max(self.longest_wait, self.last_at - previous)
+            previous = self.last_at
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -256,11 +261,12 @@ class Sample:
     first_byte: float | None = None
     listening: float | None = None
     rate: float | None = None
+    wait: float | None = None  # the whole file's longest wait for a byte
     seek50: float | None = None
     seek90: float | None = None
 
 
-FIELDS = ("first_byte", "listening", "rate", "seek50", "seek90")
+FIELDS = ("first_byte", "listening", "rate", "wait", "seek50", "seek90")
 
 
 @dataclass
@@ -519,6 +525,7 @@ class Bench:
             sample.first_byte = body.first_at - run.started_at
             sample.listening = run.listening
             sample.rate = body.length / max(1e-9, body.last_at - body.first_at)
+            sample.wait = body.longest_wait
         finally:
             run.stop()
 
@@ -685,24 +692,28 @@ def report(args: argparse.Namespace, media: Media, piece: int, contenders: dict[
         f"Streaming a {media.size / MIB:.0f} MiB file ({piece // 1024} KiB pieces) on a loopback swarm (opentracker,"
         f" one libtorrent seeder{low_watermark}), {args.runs} runs, medians"
     )
-    print(f"{'':30}{'first byte ms':>14}{'MB/s':>7}{'seek 50% ms':>13}{'seek 90% ms':>13}{'listening ms':>14}")
+    print(
+        f"{'':30}{'first byte ms':>14}{'MB/s':>7}{'wait ms':>9}{'seek 50% ms':>13}{'seek 90% ms':>13}"
+        f"{'listening ms':>14}"
+    )
     for c in contenders.values():
         print(
-            f"{c.label:30}{ms(c.median('first_byte')):>14}{mbps(c.median('rate')):>7}"
+            f"{c.label:30}{ms(c.median('first_byte')):>14}{mbps(c.median('rate')):>7}{ms(c.median('wait')):>9}"
             f"{ms(c.median('seek50')):>13}{ms(c.median('seek90')):>13}{ms(c.median('listening')):>14}"
         )
     print("min..max:")
     for c in contenders.values():
         print(
             f"  {c.label:28}first byte {spread(c, 'first_byte', ms)}, MB/s {spread(c, 'rate', mbps)},"
-            f" seek 50% {spread(c, 'seek50', ms)}, seek 90% {spread(c, 'seek90', ms)}"
+            f" wait {spread(c, 'wait', ms)}, seek 50% {spread(c, 'seek50', ms)}, seek 90% {spread(c, 'seek90', ms)}"
         )
     for c in contenders.values():
         for failure in c.failures:
             print(f"  {c.label}: {failure}")
     print(
         "first byte: Projectionist from POST /streams, the tools from starting the process, libtorrent from"
-        " add_torrent to its first piece; MB/s: the whole file after its first byte; seeks: a stalled reader open"
+        " add_torrent to its first piece; MB/s: the whole file after its first byte; wait: the longest time the whole"
+        " file's reader waited for a byte; seeks: a stalled reader open"
     )
     print(loads)
 

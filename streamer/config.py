@@ -28,6 +28,8 @@ LSD, UPnP and NAT-PMP off.
     TORRENT_UTP                             uTP in and out (on; off against peers that only speak TCP)
     TORRENT_CONNECTIONS_LIMIT               libtorrent's connections_limit
     TORRENT_DOWNLOAD_LIMIT                  per torrent, bytes per second (0: none)
+    TORRENT_DISK_QUEUE_BYTES                downloaded bytes waiting to be written, at most (16 MiB; more and a
+                                              read of a piece already here waits behind them: see README)
     TORRENT_ALLOW_MULTIPLE_CONNECTIONS_PER_IP   several peers on one address (needed on loopback)
     TORRENT_EXTRA_SETTINGS                  a JSON object of further libtorrent settings_pack names
 """
@@ -85,6 +87,7 @@ class StreamerConfig(BaseSettings):
     utp: bool = _env("TORRENT_UTP", True)
     connections_limit: int = _env("TORRENT_CONNECTIONS_LIMIT", 200, ge=2)
     download_limit: int = _env("TORRENT_DOWNLOAD_LIMIT", 0, ge=0)
+    disk_queue_bytes: int = _env("TORRENT_DISK_QUEUE_BYTES", 16 * MIB, ge=1 * MIB)
     allow_multiple_connections_per_ip: bool = _env("TORRENT_ALLOW_MULTIPLE_CONNECTIONS_PER_IP", False)
     extra_settings: dict[str, int | bool | str] = _env("TORRENT_EXTRA_SETTINGS", {})
 
@@ -136,6 +139,9 @@ class StreamerConfig(BaseSettings):
             "enable_outgoing_utp": self.utp,
             "enable_incoming_utp": self.utp,
             "connections_limit": self.connections_limit,
+            # libtorrent 2.1's default is 100 MiB, and a read (read_piece) queues behind the writes: on a fast
+            # download a piece already here took up to 1.1 s to read (the stream benchmark's "wait" column).
+            "max_queued_disk_bytes": self.disk_queue_bytes,
             "allow_multiple_connections_per_ip": self.allow_multiple_connections_per_ip,
             "alert_queue_size": 20000,
         }

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import requests
 import torf
+from pydantic import ValidationError
 
 from chalicelib import aws
 from chalicelib.clock import utcnow
@@ -34,8 +35,9 @@ from chalicelib.sources.gate import GateState
 from chalicelib.sources.store import magnet as store_magnet
 from chalicelib.streams import grants
 from streamer import records
+from streamer.config import StreamerConfig
 from streamer.server import Streamer
-from streamer.session import MetadataTimeoutError, TorrentSource
+from streamer.session import MetadataTimeoutError, TorrentSession, TorrentSource
 from tests.conftest import ROOT
 from tests.integration.platform_fixtures import fast
 from tests.integration.streamer_fixtures import (
@@ -694,6 +696,40 @@ def test_a_started_streamer_has_its_aws_clients_ready(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert "source table client: True" in done.stdout and "s3 client: True" in done.stdout, done.stdout
+
+
+def test_the_libtorrent_session_takes_its_settings_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the container is given reaches libtorrent: peer discovery and port mapping switches, the connection
+    limit, a disk queue far below libtorrent 2.1's 100 MiB (by default 16 MiB), and any further setting by name;
+    a disk queue under 1 MiB is refused, naming the variable."""
+    for name in ("TORRENT_DHT", "TORRENT_LSD", "TORRENT_UPNP", "TORRENT_NATPMP", "TORRENT_UTP"):
+        monkeypatch.setenv(name, "false")
+    monkeypatch.setenv("TORRENT_LISTEN_INTERFACES", "127.0.0.1:0")
+    monkeypatch.setenv("STREAMER_DOWNLOAD_DIR", str(tmp_path / "torrents"))
+    monkeypatch.setenv("STREAMER_SEEK_LANE", "false")
+    assert StreamerConfig().libtorrent_settings()["max_queued_disk_bytes"] == 16 * MIB  # the default
+
+    monkeypatch.setenv("TORRENT_CONNECTIONS_LIMIT", "37")
+    monkeypatch.setenv("TORRENT_DISK_QUEUE_BYTES", str(8 * MIB))
+    monkeypatch.setenv("TORRENT_EXTRA_SETTINGS", '{"aio_threads": 3, "max_queued_disk_bytes": 4194304}')
+    session = TorrentSession(StreamerConfig()).start()
+    try:
+        settings = session.lt.get_settings()
+    finally:
+        session.stop()
+    assert not any(settings[name] for name in ("enable_dht", "enable_lsd", "enable_upnp", "enable_natpmp"))
+    assert not settings["enable_outgoing_utp"] and not settings["enable_incoming_utp"]
+    assert settings["connections_limit"] == 37
+    assert settings["aio_threads"] == 3
+    assert settings["max_queued_disk_bytes"] == 4 * MIB  # a setting named in TORRENT_EXTRA_SETTINGS wins
+
+    monkeypatch.delenv("TORRENT_EXTRA_SETTINGS")
+    assert StreamerConfig().libtorrent_settings()["max_queued_disk_bytes"] == 8 * MIB
+    monkeypatch.setenv("TORRENT_DISK_QUEUE_BYTES", "65536")
+    with pytest.raises(ValidationError, match="TORRENT_DISK_QUEUE_BYTES"):
+        StreamerConfig()
 
 
 def test_settle_heap_collects_start_up_garbage_and_freezes_what_lives_on() -> None:
